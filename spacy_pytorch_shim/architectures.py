@@ -1,0 +1,29 @@
+"""Registered architectures. Each name is declared in setup.cfg's entry points,
+so a config can use it after `pip install` with no import in user code."""
+from typing import Any, Optional
+
+import torch
+from thinc.api import Model
+
+from .models import TorchWrapper
+
+
+def torch_wrapper_v1(
+    module: torch.nn.Module,
+    *,
+    output_layer: Optional[str] = None,
+    input_layer: Optional[str] = None,
+    output_bias_fill: float = 0.0,
+    output_dropout: bool = False,
+    mixed_precision: bool = False,
+) -> Model[Any, Any]:
+    """"spacy-pytorch-shim.TorchWrapper.v1": wrap a torch module built by
+    another registered function (the `module` block of the config)."""
+    return TorchWrapper(
+        module,
+        output_layer=output_layer,
+        input_layer=input_layer,
+        output_bias_fill=output_bias_fill,
+        output_dropout=output_dropout,
+        mixed_precision=mixed_precision,
+    )

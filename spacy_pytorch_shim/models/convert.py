@@ -1,0 +1,126 @@
+"""Default conversions between Thinc's data types and torch tensors.
+
+The signatures are Thinc's (`PyTorchWrapper_v2`), so converters written for
+Thinc work here too:
+
+    convert_inputs(model, X, is_train) -> (ArgsKwargs, get_dX)
+    convert_outputs(model, (X, Ytorch), is_train) -> (Y, get_dYtorch)
+
+Inputs: a float or integer array, a list of arrays, `Ragged` (passed to the
+module as `(data, lengths)`) or `Padded` (passed as `(data, lengths)`, data
+shaped `(seq_len, batch, ...)`). Float inputs receive gradients; integer
+inputs (token ids) are passed without asking for one.
+Outputs: tensors (or lists/tuples of tensors) become arrays; a tensor output
+for a `Ragged` or `Padded` input whose leading dimensions match is returned
+as `Ragged` / `Padded` with the input's lengths.
+"""
+from typing import Any, Callable, List, Tuple
+
+import torch
+from thinc.api import Model
+from thinc.types import ArgsKwargs, Padded, Ragged
+from thinc.util import is_xp_array, torch2xp, xp2torch
+
+
+def _is_float(array: Any) -> bool:
+    return array.dtype.kind == "f"
+
+
+def _to_torch(array: Any, is_train: bool, device: torch.device) -> torch.Tensor:
+    return xp2torch(array, requires_grad=is_train and _is_float(array), device=device)
+
+
+def _input_grad(tensor: torch.Tensor, like: Any) -> Any:
+    """The gradient for an input, in the input's own array type."""
+    if not tensor.requires_grad:
+        return None
+    if tensor.grad is None:
+        return like * 0
+    grad = torch2xp(tensor.grad)
+    return grad if type(grad) is type(like) else type(like)(grad)
+
+
+def convert_torch_inputs(model: Model, X: Any, is_train: bool) -> Tuple[ArgsKwargs, Callable]:
+    device = model.shims[0].device
+    if isinstance(X, Ragged):
+        data = _to_torch(X.dataXd, is_train, device)
+        lengths = xp2torch(X.lengths, device=device)
+
+        def backprop_ragged(_: Any) -> Ragged:
+            return Ragged(_input_grad(data, X.dataXd), X.lengths)
+
+        return ArgsKwargs(args=(data, lengths), kwargs={}), backprop_ragged
+    if isinstance(X, Padded):
+        data = _to_torch(X.data, is_train, device)
+        lengths = xp2torch(X.lengths, device=device)
+
+        def backprop_padded(_: Any) -> Padded:
+            return Padded(_input_grad(data, X.data), X.size_at_t, X.lengths, X.indices)
+
+        return ArgsKwargs(args=(data, lengths), kwargs={}), backprop_padded
+    if isinstance(X, (list, tuple)):
+        tensors = [_to_torch(x, is_train, device) for x in X]
+
+        def backprop_list(_: Any) -> List[Any]:
+            return [_input_grad(t, x) for t, x in zip(tensors, X)]
+
+        return ArgsKwargs(args=(tensors,), kwargs={}), backprop_list
+    if is_xp_array(X):
+        tensor = _to_torch(X, is_train, device)
+        return ArgsKwargs(args=(tensor,), kwargs={}), lambda _: _input_grad(tensor, X)
+    raise TypeError(
+        f"TorchWrapper's default input conversion takes an array, a list of arrays, "
+        f"Ragged or Padded, not {type(X).__name__}: pass convert_inputs= to "
+        f"TorchWrapper for other inputs"
+    )
+
+
+def convert_torch_outputs(model: Model, X_Ytorch: Tuple[Any, Any], is_train: bool) -> Tuple[Any, Callable]:
+    X, Ytorch = X_Ytorch
+    flat_outputs, rebuild = _flatten_tensors(Ytorch)
+    arrays = [torch2xp(t) for t in flat_outputs]
+
+    def backprop(dY: Any) -> ArgsKwargs:
+        d_flat = _gradient_arrays(dY)
+        device = flat_outputs[0].device
+        pairs = [
+            (y, xp2torch(d, device=device).view_as(y))
+            for y, d in zip(flat_outputs, d_flat)
+            if y.requires_grad and d is not None
+        ]
+        return ArgsKwargs(
+            args=([y for y, _ in pairs],),
+            kwargs={"grad_tensors": [d for _, d in pairs]},
+        )
+
+    Y = rebuild(arrays)
+    if isinstance(Y, (list, tuple)) or not is_xp_array(Y):
+        return Y, backprop
+    if isinstance(X, Ragged) and Y.shape[0] == X.dataXd.shape[0]:
+        return Ragged(Y, X.lengths), backprop
+    if isinstance(X, Padded) and Y.shape[:2] == X.data.shape[:2]:
+        return Padded(Y, X.size_at_t, X.lengths, X.indices), backprop
+    return Y, backprop
+
+
+def _flatten_tensors(Y: Any) -> Tuple[List[torch.Tensor], Callable[[List[Any]], Any]]:
+    if isinstance(Y, torch.Tensor):
+        return [Y], lambda arrays: arrays[0]
+    if isinstance(Y, (list, tuple)) and all(isinstance(y, torch.Tensor) for y in Y):
+        kind = type(Y)
+        return list(Y), lambda arrays: kind(arrays) if kind is tuple else list(arrays)
+    raise TypeError(
+        f"TorchWrapper's default output conversion takes a tensor or a list/tuple "
+        f"of tensors from the module, not {type(Y).__name__}: pass convert_outputs= "
+        f"to TorchWrapper for other outputs"
+    )
+
+
+def _gradient_arrays(dY: Any) -> List[Any]:
+    if isinstance(dY, Ragged):
+        return [dY.dataXd]
+    if isinstance(dY, Padded):
+        return [dY.data]
+    if isinstance(dY, (list, tuple)):
+        return list(dY)
+    return [dY]

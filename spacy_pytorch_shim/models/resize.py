@@ -1,0 +1,126 @@
+"""Growing and shrinking torch layers without changing what they already know.
+
+Growing keeps every existing weight and makes the new rows/columns zero (new
+output biases take `bias_fill`); shrinking drops the last rows/columns. The
+layer is changed in place (hooks, subclasses and references to the layer stay
+valid) and returned.
+"""
+from typing import Dict, Optional, Tuple
+
+import torch
+from thinc.api import Model
+
+from .torch_shim import TorchShim
+
+
+def resize_linear(
+    layer: torch.nn.Linear,
+    *,
+    out_features: Optional[int] = None,
+    in_features: Optional[int] = None,
+    bias_fill: float = 0.0,
+) -> torch.nn.Linear:
+    """Resize a Linear layer's outputs (rows) and/or inputs (columns)."""
+    if not isinstance(layer, torch.nn.Linear):
+        raise TypeError(f"resize_linear needs a torch.nn.Linear, got {type(layer).__name__}")
+    out_features = layer.out_features if out_features is None else out_features
+    in_features = layer.in_features if in_features is None else in_features
+    _check_size("out_features", out_features)
+    _check_size("in_features", in_features)
+    layer.weight = _resized_parameter(layer.weight, (out_features, in_features), 0.0)
+    if layer.bias is not None:
+        layer.bias = _resized_parameter(layer.bias, (out_features,), bias_fill)
+    layer.out_features, layer.in_features = out_features, in_features
+    return layer
+
+
+def resize_embedding(
+    layer: torch.nn.Embedding, *, num_embeddings: int
+) -> torch.nn.Embedding:
+    """Resize an Embedding table's rows (new rows are zero vectors)."""
+    if not isinstance(layer, torch.nn.Embedding):
+        raise TypeError(
+            f"resize_embedding needs a torch.nn.Embedding, got {type(layer).__name__}"
+        )
+    _check_size("num_embeddings", num_embeddings)
+    if layer.padding_idx is not None and layer.padding_idx >= num_embeddings:
+        raise ValueError(
+            f"Cannot shrink the embedding to {num_embeddings} rows: its padding_idx "
+            f"is {layer.padding_idx}"
+        )
+    layer.weight = _resized_parameter(
+        layer.weight, (num_embeddings, layer.embedding_dim), 0.0
+    )
+    layer.num_embeddings = num_embeddings
+    return layer
+
+
+def resize_output(model: Model, new_nO: int) -> Model:
+    """spaCy's `model.attrs["resize_output"]` for wrapped modules built with
+    `output_layer=`: resizes that layer's outputs and its optimizer state."""
+    node = _find_node(model, "torch_output_layer")
+    layer_name = node.attrs["torch_output_layer"]
+    layer = node.shims[0].module.get_submodule(layer_name)
+    if isinstance(layer, torch.nn.Embedding):
+        raise ValueError(f"output_layer '{layer_name}' is an Embedding; it has no outputs to resize")
+    resize_layer(node, layer_name, out_features=new_nO, bias_fill=node.attrs["output_bias_fill"])
+    return model
+
+
+def resize_input(model: Model, new_nI: int) -> Model:
+    """`model.attrs["resize_input"]` for wrapped modules built with
+    `input_layer=`: a Linear layer's in_features or an Embedding's rows."""
+    node = _find_node(model, "torch_input_layer")
+    layer_name = node.attrs["torch_input_layer"]
+    layer = node.shims[0].module.get_submodule(layer_name)
+    if isinstance(layer, torch.nn.Embedding):
+        resize_layer(node, layer_name, num_embeddings=new_nI)
+    else:
+        resize_layer(node, layer_name, in_features=new_nI)
+    return model
+
+
+def resize_layer(model: Model, layer_name: str, **sizes) -> Model:
+    """Resize the Linear or Embedding submodule `layer_name` of a wrapped
+    module, and the state any optimizer that updated it keeps for it."""
+    shim = _find_node(model, None).shims[0]
+    layer = shim.module.get_submodule(layer_name)
+    old_shapes: Dict[str, Tuple[int, ...]] = {
+        name: tuple(p.shape) for name, p in layer.named_parameters()
+    }
+    if isinstance(layer, torch.nn.Linear):
+        resize_linear(layer, **sizes)
+    elif isinstance(layer, torch.nn.Embedding):
+        resize_embedding(layer, **sizes)
+    else:
+        raise TypeError(f"Cannot resize '{layer_name}': {type(layer).__name__} is not Linear or Embedding")
+    for name, old_shape in old_shapes.items():
+        shim.resize_optimizer_state(f"{layer_name}.{name}", old_shape)
+    return model
+
+
+def _resized_parameter(
+    param: torch.nn.Parameter, shape: Tuple[int, ...], fill: float
+) -> torch.nn.Parameter:
+    data = torch.full(shape, fill, dtype=param.dtype, device=param.device)
+    overlap = tuple(slice(0, min(a, b)) for a, b in zip(param.shape, shape))
+    with torch.no_grad():
+        data[overlap] = param[overlap]
+    return torch.nn.Parameter(data, requires_grad=param.requires_grad)
+
+
+def _check_size(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _is_wrapper(model: Model) -> bool:
+    return len(model.shims) == 1 and isinstance(model.shims[0], TorchShim)
+
+
+def _find_node(model: Model, attr: Optional[str]) -> Model:
+    for node in model.walk():
+        if _is_wrapper(node) and (attr is None or attr in node.attrs):
+            return node
+    what = f"with attrs['{attr}']" if attr else ""
+    raise ValueError(f"Model '{model.name}' holds no TorchWrapper {what}".rstrip())

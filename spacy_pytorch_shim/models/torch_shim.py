@@ -1,0 +1,286 @@
+"""The Thinc shim that owns a torch module: updates, EMA, dropout, bytes."""
+import contextlib
+import itertools
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+from thinc.api import Optimizer, get_array_module, get_torch_default_device
+from thinc.shims import Shim
+from thinc.types import ArgsKwargs
+from thinc.util import torch2xp, xp2torch
+
+# One metadata key: safetensors does not keep the order of several.
+FORMAT = "spacy-pytorch-shim/1"
+MAX_OPTIMIZERS = 4
+
+# Modules whose dropout probability the caller's rate replaces, with the
+# attribute that holds it.
+_DROPOUT_ATTRS: Tuple[Tuple[type, str], ...] = (
+    (torch.nn.modules.dropout._DropoutNd, "p"),
+    (torch.nn.RNNBase, "dropout"),
+    (torch.nn.MultiheadAttention, "dropout"),
+)
+
+
+class TorchShim(Shim):
+    """Interface between a torch module and Thinc.
+
+    Unlike Thinc's PyTorchShim, parameters are keyed in the optimizer as
+    `(shim.id, parameter_name)` both when updating and in `use_params`, so
+    `model.use_params(optimizer.averages)` really swaps in the averages.
+    """
+
+    _model: torch.nn.Module
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        *,
+        mixed_precision: bool = False,
+        device: Optional[torch.device] = None,
+    ):
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(
+                f"TorchWrapper needs a torch.nn.Module, got {type(module).__name__}"
+            )
+        super().__init__(module)
+        device = device if device is not None else get_torch_default_device()
+        module.to(device)
+        self._mixed_precision = mixed_precision
+        self._grad_scaler = torch.amp.GradScaler(
+            device.type, enabled=mixed_precision and device.type == "cuda"
+        )
+        self._is_train: Optional[bool] = None
+        self._dropout_rate: Optional[float] = None
+        # The optimizers (most recent last) that hold state for our parameters,
+        # so that resizing a parameter resizes that state too. Thinc's
+        # Optimizer cannot be weakly referenced, so only a few are kept.
+        self._optimizers: List[Optimizer] = []
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in itertools.chain(self._model.parameters(), self._model.buffers()):
+            return tensor.device
+        return get_torch_default_device()
+
+    # ------------------------------------------------------------------ mode
+    def set_mode(self, is_train: bool, dropout_rate: Optional[float]) -> None:
+        """Put the module in train/eval mode and give its dropout layers the
+        caller's rate. Cheap when nothing changed since the last call."""
+        if is_train != self._is_train:
+            self._model.train(is_train)
+            self._is_train = is_train
+        if is_train and dropout_rate is not None and dropout_rate != self._dropout_rate:
+            for module in self._model.modules():
+                for cls, attr in _DROPOUT_ATTRS:
+                    if isinstance(module, cls):
+                        if isinstance(module, torch.nn.RNNBase) and module.num_layers < 2:
+                            continue
+                        setattr(module, attr, float(dropout_rate))
+            self._dropout_rate = dropout_rate
+
+    # --------------------------------------------------------------- compute
+    def __call__(self, inputs: ArgsKwargs, is_train: bool):
+        autocast = torch.autocast(
+            device_type=self.device.type, enabled=self._mixed_precision
+        )
+        if not is_train:
+            with torch.no_grad(), autocast:
+                return self._model(*inputs.args, **inputs.kwargs), _no_backprop
+        with autocast:
+            output = self._model(*inputs.args, **inputs.kwargs)
+
+        def backprop(grads: ArgsKwargs) -> ArgsKwargs:
+            if self._grad_scaler.is_enabled():
+                scale = self._grad_scaler.get_scale()
+                grads.kwargs["grad_tensors"] = [
+                    g * scale for g in grads.kwargs["grad_tensors"]
+                ]
+            torch.autograd.backward(*grads.args, **grads.kwargs)
+            return inputs
+
+        return output, backprop
+
+    def finish_update(self, optimizer: Optimizer) -> None:
+        """Let the Thinc optimizer update every parameter that has a gradient,
+        then drop the gradients (they are zeroed for the next step)."""
+        self._remember(optimizer)
+        if self._grad_scaler.is_enabled():
+            if not self._unscale_grads():
+                return
+        for name, param in self._model.named_parameters():
+            grad = param.grad
+            if grad is None:
+                continue
+            weights = torch2xp(param.data)
+            new_weights, _ = optimizer((self.id, name), weights, torch2xp(grad))
+            if not get_array_module(weights).may_share_memory(new_weights, weights):
+                param.data.copy_(xp2torch(new_weights, device=param.device).view_as(param))
+            param.grad = None
+
+    def _remember(self, optimizer: Optimizer) -> None:
+        if not self._optimizers or self._optimizers[-1] is not optimizer:
+            others = [opt for opt in self._optimizers if opt is not optimizer]
+            self._optimizers = others[-(MAX_OPTIMIZERS - 1):] + [optimizer]
+
+    def _unscale_grads(self) -> bool:
+        """Unscale fp16 gradients in place; False (and grads dropped) on overflow."""
+        scaler = self._grad_scaler
+        grads = [p.grad for p in self._model.parameters() if p.grad is not None]
+        inv_scale = 1.0 / scaler.get_scale()
+        found_inf = False
+        for grad in grads:
+            grad.mul_(inv_scale)
+            found_inf = found_inf or not bool(torch.isfinite(grad).all())
+        scaler.update(new_scale=scaler.get_scale() * (0.5 if found_inf else 1.0))
+        if found_inf:
+            self._model.zero_grad(set_to_none=True)
+        return not found_inf
+
+    # ------------------------------------------------------------------- EMA
+    @contextlib.contextmanager
+    def use_params(self, params: Dict[Tuple[int, str], Any]) -> Iterator[None]:
+        """Swap in the parameters found in `params` under `(self.id, name)`,
+        restoring the current ones bit for bit on exit, also on error."""
+        swaps = []
+        for name, param in self._model.named_parameters():
+            value = params.get((self.id, name))
+            if value is not None:
+                swaps.append((param, xp2torch(value, device=param.device)))
+        if not swaps:
+            yield
+            return
+        backups = [param.detach().clone() for param, _ in swaps]
+        try:
+            with torch.no_grad():
+                for param, value in swaps:
+                    param.copy_(value.view_as(param))
+            yield
+        finally:
+            with torch.no_grad():
+                for (param, _), backup in zip(swaps, backups):
+                    param.copy_(backup)
+
+    # -------------------------------------------------------- optimizer state
+    def resize_optimizer_state(self, name: str, old_shape: Tuple[int, ...]) -> None:
+        """Give parameter `name`'s optimizer state (Adam moments, averages) its
+        new shape: kept where old and new overlap; new moments are zero and new
+        averages start at the new parameter's values."""
+        key = (self.id, name)
+        param = self._model.get_parameter(name).detach()
+        for optimizer in self._optimizers:
+            stores = ((optimizer.mom1, False), (optimizer.mom2, False), (optimizer.averages, True))
+            for store, like_param in stores:
+                if store is None or key not in store:
+                    continue
+                old = store[key]
+                xp = get_array_module(old)
+                resized = param.clone() if like_param else torch.zeros_like(param)
+                overlap = tuple(slice(0, min(a, b)) for a, b in zip(old_shape, param.shape))
+                resized[overlap] = xp2torch(old, device=param.device).reshape(old_shape)[overlap]
+                new = xp.ascontiguousarray(torch2xp(resized))
+                store[key] = new.ravel() if old.ndim == 1 and param.ndim != 1 else new
+
+    # --------------------------------------------------------------- devices
+    def to_device(self, device_type: str, device_id: int) -> None:
+        if device_type == "cpu":
+            self._model.cpu()
+        elif device_type == "gpu":
+            self._model.cuda(device_id)
+        else:
+            raise ValueError(f"Invalid device_type: {device_type}. Try 'cpu' or 'gpu'")
+
+    # --------------------------------------------------------- serialization
+    def to_bytes(self) -> bytes:
+        """The module's state dict (parameters and persistent buffers) in the
+        safetensors format: no code, no pickle."""
+        tensors: Dict[str, torch.Tensor] = {}
+        seen: Dict[Tuple[int, int], str] = {}
+        for name, tensor in self._model.state_dict().items():
+            tensor = tensor.detach().cpu().contiguous()
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+            # safetensors refuses tensors that share memory (tied weights).
+            tensors[name] = tensor.clone() if key in seen else tensor
+            seen[key] = name
+        return safetensors_save(
+            tensors, metadata={"format": FORMAT}
+        )
+
+    def from_bytes(self, data: bytes) -> "TorchShim":
+        """Load parameters saved by `to_bytes`. Everything is checked before
+        anything is written, so on error the module is left as it was."""
+        loaded = load_state_bytes(data)
+        check_state_dict(self._model.state_dict(), loaded)
+        device = self.device
+        self._model.load_state_dict(
+            {k: v.to(device) for k, v in loaded.items()}, strict=True
+        )
+        return self
+
+
+def load_state_bytes(data: bytes) -> Dict[str, torch.Tensor]:
+    """Parse safetensors bytes, with a clear error for anything else."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"Expected bytes of torch weights, got {type(data).__name__}")
+    try:
+        return safetensors_load(bytes(data))
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        if _looks_pickled(data):
+            raise ValueError(
+                "Refusing to load torch weights stored with pickle (torch.save): "
+                "spacy-pytorch-shim only reads the safetensors format, which cannot "
+                "run code. Re-save the weights with spacy-pytorch-shim's to_bytes/to_disk."
+            ) from None
+        raise ValueError(
+            f"Could not read torch weights ({len(data)} bytes): the data is "
+            f"truncated or corrupt, or not in the safetensors format ({err})"
+        ) from None
+
+
+def _looks_pickled(data: bytes) -> bool:
+    """torch.save's zip container, or a bare pickle (protocol 2-5 ... STOP)."""
+    is_zip = data[:4] == b"PK\x03\x04"
+    return is_zip or (data[:1] == b"\x80" and data[1:2] in b"\x02\x03\x04\x05" and data.endswith(b"."))
+
+
+def check_state_dict(
+    expected: Dict[str, torch.Tensor], loaded: Dict[str, torch.Tensor]
+) -> None:
+    """Raise one error naming every missing, unexpected or mis-shaped entry."""
+    problems: List[str] = []
+    missing = [k for k in expected if k not in loaded]
+    extra = [k for k in loaded if k not in expected]
+    if missing:
+        problems.append(f"missing parameters: {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected parameters: {', '.join(extra)}")
+    for name, tensor in expected.items():
+        if name not in loaded:
+            continue
+        other = loaded[name]
+        if tuple(other.shape) != tuple(tensor.shape):
+            problems.append(
+                f"parameter '{name}' has shape {tuple(other.shape)} in the data "
+                f"but {tuple(tensor.shape)} in the model"
+            )
+        elif other.dtype != tensor.dtype:
+            problems.append(
+                f"parameter '{name}' has dtype {other.dtype} in the data "
+                f"but {tensor.dtype} in the model"
+            )
+    if problems:
+        raise ValueError(
+            "Cannot load torch weights into this model (nothing was loaded): "
+            + "; ".join(problems)
+        )
+
+
+def _no_backprop(_: Any) -> Any:
+    raise RuntimeError("Cannot backpropagate through a prediction (is_train=False)")
