@@ -6,6 +6,10 @@ import torch
 from thinc.api import Model
 
 from .models import TorchWrapper
+from .models.encoders import build_bilstm_encoder, build_cnn_encoder
+from .models.ner import build_ner_tagger
+from .models.textcat import build_textcat
+from .models.tok2vec import build_torch_tok2vec
 
 
 def torch_wrapper_v1(
@@ -27,3 +31,10 @@ def torch_wrapper_v1(
         output_dropout=output_dropout,
         mixed_precision=mixed_precision,
     )
+
+
+torch_tok2vec_v1 = build_torch_tok2vec
+cnn_encoder_v1 = build_cnn_encoder
+bilstm_encoder_v1 = build_bilstm_encoder
+torch_ner_tagger_v1 = build_ner_tagger
+torch_textcat_v1 = build_textcat

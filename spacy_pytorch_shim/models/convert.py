@@ -14,8 +14,9 @@ Outputs: tensors (or lists/tuples of tensors) become arrays; a tensor output
 for a `Ragged` or `Padded` input whose leading dimensions match is returned
 as `Ragged` / `Padded` with the input's lengths.
 """
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
+import numpy
 import torch
 from thinc.api import Model
 from thinc.types import ArgsKwargs, Padded, Ragged
@@ -27,7 +28,18 @@ def _is_float(array: Any) -> bool:
 
 
 def _to_torch(array: Any, is_train: bool, device: torch.device) -> torch.Tensor:
-    return xp2torch(array, requires_grad=is_train and _is_float(array), device=device)
+    requires_grad = is_train and _is_float(array)
+    if type(array) is numpy.ndarray and array.flags.writeable:
+        # What xp2torch does for numpy, without its detour through DLPack.
+        try:
+            tensor = torch.from_numpy(array)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if tensor.device != device:
+                tensor = tensor.to(device)
+            return tensor.requires_grad_() if requires_grad else tensor
+    return xp2torch(array, requires_grad=requires_grad, device=device)
 
 
 def _input_grad(tensor: torch.Tensor, like: Any) -> Any:
@@ -46,16 +58,18 @@ def convert_torch_inputs(model: Model, X: Any, is_train: bool) -> Tuple[ArgsKwar
         data = _to_torch(X.dataXd, is_train, device)
         lengths = xp2torch(X.lengths, device=device)
 
-        def backprop_ragged(_: Any) -> Ragged:
-            return Ragged(_input_grad(data, X.dataXd), X.lengths)
+        def backprop_ragged(_: Any) -> Optional[Ragged]:
+            grad = _input_grad(data, X.dataXd)
+            return None if grad is None else Ragged(grad, X.lengths)
 
         return ArgsKwargs(args=(data, lengths), kwargs={}), backprop_ragged
     if isinstance(X, Padded):
         data = _to_torch(X.data, is_train, device)
         lengths = xp2torch(X.lengths, device=device)
 
-        def backprop_padded(_: Any) -> Padded:
-            return Padded(_input_grad(data, X.data), X.size_at_t, X.lengths, X.indices)
+        def backprop_padded(_: Any) -> Optional[Padded]:
+            grad = _input_grad(data, X.data)
+            return None if grad is None else Padded(grad, X.size_at_t, X.lengths, X.indices)
 
         return ArgsKwargs(args=(data, lengths), kwargs={}), backprop_padded
     if isinstance(X, (list, tuple)):

@@ -5,12 +5,16 @@ output biases take `bias_fill`); shrinking drops the last rows/columns. The
 layer is changed in place (hooks, subclasses and references to the layer stay
 valid) and returned.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from thinc.api import Model
 
 from .torch_shim import TorchShim
+
+EMBEDDING_TYPES = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+EmbeddingLayer = Union[torch.nn.Embedding, torch.nn.EmbeddingBag]
+RESIZABLE_TYPES = (torch.nn.Linear,) + EMBEDDING_TYPES
 
 
 def resize_linear(
@@ -35,35 +39,45 @@ def resize_linear(
 
 
 def resize_embedding(
-    layer: torch.nn.Embedding, *, num_embeddings: int
-) -> torch.nn.Embedding:
-    """Resize an Embedding table's rows (new rows are zero vectors)."""
-    if not isinstance(layer, torch.nn.Embedding):
+    layer: EmbeddingLayer,
+    *,
+    num_embeddings: Optional[int] = None,
+    embedding_dim: Optional[int] = None,
+) -> EmbeddingLayer:
+    """Resize an Embedding or EmbeddingBag table: its rows (new rows are zero
+    vectors) and/or its columns (new columns are zero)."""
+    if not isinstance(layer, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
         raise TypeError(
-            f"resize_embedding needs a torch.nn.Embedding, got {type(layer).__name__}"
+            f"resize_embedding needs a torch.nn.Embedding or EmbeddingBag, got {type(layer).__name__}"
         )
+    num_embeddings = layer.num_embeddings if num_embeddings is None else num_embeddings
+    embedding_dim = layer.embedding_dim if embedding_dim is None else embedding_dim
     _check_size("num_embeddings", num_embeddings)
+    _check_size("embedding_dim", embedding_dim)
     if layer.padding_idx is not None and layer.padding_idx >= num_embeddings:
         raise ValueError(
             f"Cannot shrink the embedding to {num_embeddings} rows: its padding_idx "
             f"is {layer.padding_idx}"
         )
-    layer.weight = _resized_parameter(
-        layer.weight, (num_embeddings, layer.embedding_dim), 0.0
-    )
-    layer.num_embeddings = num_embeddings
+    layer.weight = _resized_parameter(layer.weight, (num_embeddings, embedding_dim), 0.0)
+    layer.num_embeddings, layer.embedding_dim = num_embeddings, embedding_dim
     return layer
 
 
 def resize_output(model: Model, new_nO: int) -> Model:
     """spaCy's `model.attrs["resize_output"]` for wrapped modules built with
-    `output_layer=`: resizes that layer's outputs and its optimizer state."""
-    node = _find_node(model, "torch_output_layer")
-    layer_name = node.attrs["torch_output_layer"]
-    layer = node.shims[0].module.get_submodule(layer_name)
-    if isinstance(layer, torch.nn.Embedding):
-        raise ValueError(f"output_layer '{layer_name}' is an Embedding; it has no outputs to resize")
-    resize_layer(node, layer_name, out_features=new_nO, bias_fill=node.attrs["output_bias_fill"])
+    `output_layer=`: resizes the outputs of every such layer in `model` (a
+    Linear's rows, an embedding table's columns) and their optimizer state."""
+    nodes = [node for node in model.walk() if _is_wrapper(node) and "torch_output_layer" in node.attrs]
+    if not nodes:
+        raise ValueError(f"Model '{model.name}' holds no TorchWrapper with attrs['torch_output_layer']")
+    for node in nodes:
+        layer_name = node.attrs["torch_output_layer"]
+        layer = node.shims[0].module.get_submodule(layer_name)
+        if isinstance(layer, torch.nn.Linear):
+            resize_layer(node, layer_name, out_features=new_nO, bias_fill=node.attrs["output_bias_fill"])
+        else:
+            resize_layer(node, layer_name, embedding_dim=new_nO)
     return model
 
 
@@ -73,7 +87,7 @@ def resize_input(model: Model, new_nI: int) -> Model:
     node = _find_node(model, "torch_input_layer")
     layer_name = node.attrs["torch_input_layer"]
     layer = node.shims[0].module.get_submodule(layer_name)
-    if isinstance(layer, torch.nn.Embedding):
+    if isinstance(layer, EMBEDDING_TYPES):
         resize_layer(node, layer_name, num_embeddings=new_nI)
     else:
         resize_layer(node, layer_name, in_features=new_nI)
@@ -90,10 +104,12 @@ def resize_layer(model: Model, layer_name: str, **sizes) -> Model:
     }
     if isinstance(layer, torch.nn.Linear):
         resize_linear(layer, **sizes)
-    elif isinstance(layer, torch.nn.Embedding):
+    elif isinstance(layer, EMBEDDING_TYPES):
         resize_embedding(layer, **sizes)
     else:
-        raise TypeError(f"Cannot resize '{layer_name}': {type(layer).__name__} is not Linear or Embedding")
+        raise TypeError(
+            f"Cannot resize '{layer_name}': {type(layer).__name__} is not a Linear, Embedding or EmbeddingBag"
+        )
     for name, old_shape in old_shapes.items():
         shim.resize_optimizer_state(f"{layer_name}.{name}", old_shape)
     return model

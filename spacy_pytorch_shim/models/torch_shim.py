@@ -59,6 +59,11 @@ class TorchShim(Shim):
         # so that resizing a parameter resizes that state too. Thinc's
         # Optimizer cannot be weakly referenced, so only a few are kept.
         self._optimizers: List[Optimizer] = []
+        # Hot-path caches (performance only, checked on every use):
+        # the first parameter (owner module, attribute name, tensor) for
+        # `device`, and per parameter its array view for `finish_update`.
+        self._device_ref: Optional[Tuple[torch.nn.Module, str, torch.Tensor]] = None
+        self._views: Optional[List[Tuple[str, torch.nn.Parameter, Any, Any, Any]]] = None
 
     @property
     def module(self) -> torch.nn.Module:
@@ -66,6 +71,16 @@ class TorchShim(Shim):
 
     @property
     def device(self) -> torch.device:
+        # The device of the first parameter. Its owner and name are cached: an
+        # identity check tells whether the module still holds that tensor.
+        ref = getattr(self, "_device_ref", None)
+        if ref is not None and ref[0]._parameters.get(ref[1]) is ref[2]:
+            return ref[2].device
+        for module in self._model.modules():
+            for name, param in module._parameters.items():
+                if param is not None:
+                    self._device_ref = (module, name, param)
+                    return param.device
         for tensor in itertools.chain(self._model.parameters(), self._model.buffers()):
             return tensor.device
         return get_torch_default_device()
@@ -88,9 +103,14 @@ class TorchShim(Shim):
 
     # --------------------------------------------------------------- compute
     def __call__(self, inputs: ArgsKwargs, is_train: bool):
-        autocast = torch.autocast(
-            device_type=self.device.type, enabled=self._mixed_precision
-        )
+        device_type = self.device.type
+        if self._mixed_precision or torch.is_autocast_enabled(device_type):
+            # enabled=False also switches off an autocast region around us.
+            autocast: Any = torch.autocast(
+                device_type=device_type, enabled=self._mixed_precision
+            )
+        else:
+            autocast = contextlib.nullcontext()
         if not is_train:
             with torch.no_grad(), autocast:
                 return self._model(*inputs.args, **inputs.kwargs), _no_backprop
@@ -115,15 +135,50 @@ class TorchShim(Shim):
         if self._grad_scaler.is_enabled():
             if not self._unscale_grads():
                 return
-        for name, param in self._model.named_parameters():
-            grad = param.grad
-            if grad is None:
-                continue
-            weights = torch2xp(param.data)
-            new_weights, _ = optimizer((self.id, name), weights, torch2xp(grad))
-            if not get_array_module(weights).may_share_memory(new_weights, weights):
+        # Torch calls first, then the optimizer calls back to back, then the
+        # gradients dropped: interleaving them per parameter is measurably
+        # slower (each torch call after an optimizer call runs cold).
+        key_id = self.id
+        updates = [
+            (name, param, weights, xp, torch2xp(param.grad))
+            for name, param, weights, xp, _where in self._param_views()
+            if param.grad is not None
+        ]
+        for name, param, weights, xp, grad in updates:
+            new_weights, _ = optimizer((key_id, name), weights, grad)
+            if not xp.may_share_memory(new_weights, weights):
                 param.data.copy_(xp2torch(new_weights, device=param.device).view_as(param))
-            param.grad = None
+        for update in updates:
+            update[1].grad = None
+
+    def _param_views(self) -> List[Tuple[str, torch.nn.Parameter, Any, Any, Any]]:
+        """`(name, parameter, array view of its data, array module, key)` for every
+        parameter. The views are kept between steps and rebuilt for any
+        parameter that was replaced (resizing) or whose data moved."""
+        params = list(self._model.named_parameters())
+        cached = getattr(self, "_views", None)
+        if cached is None or len(cached) != len(params):
+            cached = [None] * len(params)  # type: ignore[list-item]
+        views = []
+        for (name, param), entry in zip(params, cached):
+            where = (param.data_ptr(), param.shape, param.stride())
+            if entry is None or entry[0] != name or entry[1] is not param or entry[4] != where:
+                weights = torch2xp(param.data)
+                entry = (name, param, weights, get_array_module(weights), where)
+            views.append(entry)
+        self._views = views
+        return views
+
+    def _forget_caches(self) -> None:
+        self._views = None
+        self._device_ref = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # The caches hold views of the parameters' memory: never copy them.
+        state = self.__dict__.copy()
+        state["_views"] = None
+        state["_device_ref"] = None
+        return state
 
     def _remember(self, optimizer: Optimizer) -> None:
         if not self._optimizers or self._optimizers[-1] is not optimizer:
@@ -173,6 +228,7 @@ class TorchShim(Shim):
         """Give parameter `name`'s optimizer state (Adam moments, averages) its
         new shape: kept where old and new overlap; new moments are zero and new
         averages start at the new parameter's values."""
+        self._forget_caches()
         key = (self.id, name)
         param = self._model.get_parameter(name).detach()
         for optimizer in self._optimizers:
@@ -190,6 +246,7 @@ class TorchShim(Shim):
 
     # --------------------------------------------------------------- devices
     def to_device(self, device_type: str, device_id: int) -> None:
+        self._forget_caches()
         if device_type == "cpu":
             self._model.cpu()
         elif device_type == "gpu":

@@ -6,7 +6,7 @@ from thinc.api import Model
 from thinc.types import Padded, Ragged
 
 from .convert import convert_torch_inputs, convert_torch_outputs
-from .resize import resize_input, resize_output
+from .resize import RESIZABLE_TYPES, resize_input, resize_output
 from .torch_shim import TorchShim
 
 
@@ -118,8 +118,8 @@ def _check_resizable(module: torch.nn.Module, layer_name: str, arg: str) -> None
         raise ValueError(
             f"{arg}='{layer_name}' names no submodule of {type(module).__name__}"
         ) from None
-    if not isinstance(layer, (torch.nn.Linear, torch.nn.Embedding)):
+    if not isinstance(layer, RESIZABLE_TYPES):
         raise ValueError(
-            f"{arg}='{layer_name}' is a {type(layer).__name__}; only torch.nn.Linear "
-            f"and torch.nn.Embedding layers can be resized"
+            f"{arg}='{layer_name}' is a {type(layer).__name__}; only torch.nn.Linear, "
+            f"Embedding and EmbeddingBag layers can be resized"
         )

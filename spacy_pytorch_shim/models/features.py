@@ -1,0 +1,78 @@
+"""Thinc layers that turn docs into hashed row ids for torch embedding tables."""
+from typing import Callable, List, Sequence, Tuple
+
+import numpy
+from spacy.attrs import intify_attr
+from spacy.tokens import Doc
+from thinc.api import Model
+from thinc.types import Ints2d, Ragged
+
+N_HASHES = 4
+
+
+def hashed_token_features(attrs: Sequence[str], rows: Sequence[int]) -> Model[List[Doc], Ragged]:
+    """Docs -> Ragged int64 ids of shape (n_tokens, n_attrs, 4): each token
+    attribute hashed with four seeds into its own block of one shared table,
+    in the spirit of spaCy's MultiHashEmbed (four rows per key, summed)."""
+    if len(attrs) != len(rows):
+        raise ValueError(
+            f"attrs ({len(attrs)}: {list(attrs)}) and rows ({len(rows)}: {list(rows)}) "
+            f"must have the same length"
+        )
+    attr_ids = [intify_attr(attr) for attr in attrs]
+    if None in attr_ids:
+        raise ValueError(f"Unknown token attribute in {list(attrs)}")
+    offsets = numpy.cumsum([0] + list(rows[:-1])).astype("int64")
+    return Model(
+        "hashed_token_features",
+        _token_features_forward,
+        attrs={
+            "attr_ids": attr_ids,
+            "rows": numpy.asarray(rows, dtype="int64"),
+            "offsets": offsets,
+        },
+    )
+
+
+def _token_features_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Callable]:
+    ops = model.ops
+    attr_ids = model.attrs["attr_ids"]
+    rows, offsets = model.attrs["rows"], model.attrs["offsets"]
+    lengths = numpy.asarray([len(doc) for doc in docs], dtype="int32")
+    if lengths.sum() == 0:
+        ids = numpy.zeros((0, len(attr_ids), N_HASHES), dtype="int64")
+    else:
+        keys = numpy.concatenate([doc.to_array(attr_ids) for doc in docs if len(doc)])
+        keys = keys.reshape(len(keys), len(attr_ids))
+        ids = numpy.empty((len(keys), len(attr_ids), N_HASHES), dtype="int64")
+        for i in range(len(attr_ids)):
+            hashed = ops.hash(numpy.ascontiguousarray(keys[:, i]), i)
+            ids[:, i] = hashed.astype("int64") % rows[i] + offsets[i]
+    return Ragged(ops.asarray(ids), ops.asarray(lengths)), lambda d: []
+
+
+def hashed_ngrams(attr: str, ngram_size: int, rows: int) -> Model[List[Doc], Ragged]:
+    """Docs -> Ragged int64 ids of every 1..ngram_size-gram of `attr`, hashed
+    into `rows` rows: the input of a bag-of-ngrams layer."""
+    attr_id = intify_attr(attr)
+    if attr_id is None:
+        raise ValueError(f"Unknown token attribute '{attr}'")
+    return Model(
+        "hashed_ngrams",
+        _ngrams_forward,
+        attrs={"attr_id": attr_id, "ngram_size": ngram_size, "rows": rows},
+    )
+
+
+def _ngrams_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Callable]:
+    ops = model.ops
+    size, rows = model.attrs["ngram_size"], model.attrs["rows"]
+    per_doc: List[Ints2d] = []
+    for doc in docs:
+        keys = doc.to_array(model.attrs["attr_id"]).astype("uint64")
+        grams = [keys] + [ops.ngrams(n, keys) for n in range(2, size + 1)]
+        per_doc.append(numpy.concatenate(grams))
+    lengths = numpy.asarray([len(k) for k in per_doc], dtype="int32")
+    keys = numpy.concatenate(per_doc) if per_doc else numpy.zeros((0,), dtype="uint64")
+    ids = (keys % numpy.uint64(rows)).astype("int64")
+    return Ragged(ops.asarray(ids), ops.asarray(lengths)), lambda d: []

@@ -1,0 +1,94 @@
+"""Text classification: pooled token vectors plus a bag of hashed n-grams."""
+from typing import List, Optional
+
+import torch
+from spacy.tokens import Doc
+from thinc.api import Model, add, chain, list2ragged
+from thinc.types import Floats2d
+from torch import nn
+
+from .features import hashed_ngrams
+from .resize import resize_output
+from .torch_wrapper import TorchWrapper
+
+
+class PoolingHead(nn.Module):
+    """Mean- and max-pool each doc's token vectors, then a hidden layer."""
+
+    def __init__(self, nI: int, hidden_width: int, nO: int, dropout: float):
+        super().__init__()
+        self.hidden = nn.Sequential(
+            nn.Linear(2 * nI, hidden_width), nn.GELU(), nn.Dropout(dropout)
+        )
+        self.output = nn.Linear(hidden_width, nO)
+
+    def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        lengths = lengths.long()
+        n_docs = len(lengths)
+        doc_ids = torch.repeat_interleave(torch.arange(n_docs, device=X.device), lengths)
+        index = doc_ids.unsqueeze(1).expand_as(X)
+        sums = X.new_zeros(n_docs, X.shape[1]).index_add_(0, doc_ids, X)
+        means = sums / lengths.clamp(min=1).unsqueeze(1).to(X.dtype)
+        maxes = X.new_zeros(n_docs, X.shape[1]).scatter_reduce(
+            0, index, X, reduce="amax", include_self=False
+        )
+        return self.output(self.hidden(torch.cat([means, maxes], dim=1)))
+
+
+class BagOfNgrams(nn.Module):
+    """A linear model over hashed n-gram counts: one row of logits per n-gram."""
+
+    def __init__(self, rows: int, nO: int):
+        super().__init__()
+        self.output = nn.EmbeddingBag(rows, nO, mode="sum")
+        nn.init.zeros_(self.output.weight)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        offsets = torch.cumsum(lengths.long(), 0) - lengths.long()
+        return self.output(ids, offsets)
+
+
+def build_textcat(
+    *,
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    exclusive_classes: bool,
+    hidden_width: int = 128,
+    dropout: float = 0.1,
+    ngram_size: int = 2,
+    ngram_rows: int = 2**16,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], Floats2d]:
+    """"spacy-pytorch-shim.TorchTextCat.v1": one row of label logits per doc:
+    a pooled token-vector head plus a bag of hashed n-grams (set ngram_size = 0
+    to drop it). The component applies softmax (exclusive_classes) or sigmoid."""
+    width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
+    if not width:
+        raise ValueError(
+            "TorchTextCat needs a tok2vec with a known output width (dim 'nO')"
+        )
+    pooled = chain(
+        tok2vec,
+        list2ragged(),
+        TorchWrapper(
+            PoolingHead(width, hidden_width, nO or 1, dropout),
+            output_layer="output",
+            name="torch_textcat_pooling",
+        ),
+    )
+    if ngram_size:
+        bow = chain(
+            hashed_ngrams("LOWER", ngram_size, ngram_rows),
+            TorchWrapper(
+                BagOfNgrams(ngram_rows, nO or 1),
+                output_layer="output",
+                name="torch_textcat_ngrams",
+            ),
+        )
+        model = add(pooled, bow)
+    else:
+        model = pooled
+    model.name = "torch_textcat"
+    model.set_ref("tok2vec", tok2vec)
+    model.attrs["resize_output"] = resize_output
+    model.attrs["exclusive_classes"] = exclusive_classes
+    return model

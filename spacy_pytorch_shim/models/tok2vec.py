@@ -1,0 +1,57 @@
+"""Token-to-vector: hashed spaCy token attributes -> torch embeddings -> encoder."""
+from typing import List, Optional
+
+import torch
+from spacy.tokens import Doc
+from thinc.api import Model, chain, ragged2list
+from thinc.types import Floats2d
+from torch import nn
+
+from .encoders import CNNEncoder
+from .features import hashed_token_features
+from .torch_wrapper import TorchWrapper
+
+
+class HashEmbedEncoder(nn.Module):
+    """Sum four hashed rows per attribute, mix the attributes to `width`,
+    then contextualise with `encoder` over each doc."""
+
+    def __init__(self, n_rows: int, n_attrs: int, width: int, encoder: nn.Module):
+        super().__init__()
+        self.embed = nn.Embedding(n_rows, width)
+        nn.init.normal_(self.embed.weight, std=0.1)
+        self.mix = nn.Linear(n_attrs * width, width)
+        self.norm = nn.LayerNorm(width)
+        self.encoder = encoder
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        n_tokens, n_attrs, _ = ids.shape
+        vectors = self.embed(ids).sum(2).reshape(n_tokens, -1)
+        vectors = self.norm(nn.functional.gelu(self.mix(vectors)))
+        if n_tokens == 0:
+            return vectors
+        lengths = lengths.long()
+        batch, seq_len = len(lengths), int(lengths.max())
+        mask = torch.arange(seq_len, device=ids.device)[None, :] < lengths[:, None]
+        padded = vectors.new_zeros(batch, seq_len, vectors.shape[1])
+        padded[mask] = vectors
+        return self.encoder(padded, mask)[mask]
+
+
+def build_torch_tok2vec(
+    *,
+    width: int = 96,
+    attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+    rows: List[int] = [5000, 1000, 2500, 2500],
+    encoder: Optional[nn.Module] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """"spacy-pytorch-shim.TorchTok2Vec.v1": List[Doc] -> List[Floats2d] of
+    `width` columns, usable by our heads, spaCy's components and listeners."""
+    if encoder is None:
+        encoder = CNNEncoder(width, depth=4, window=1, dropout=0.1)
+    module = HashEmbedEncoder(sum(rows), len(attrs), width, encoder)
+    wrapped = TorchWrapper(module, name="torch_tok2vec_encoder", nO=width)
+    model = chain(hashed_token_features(attrs, rows), wrapped, ragged2list())
+    model.set_dim("nO", width)
+    model.name = "torch_tok2vec"
+    return model

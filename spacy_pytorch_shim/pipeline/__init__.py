@@ -1,0 +1,4 @@
+from .ner import TorchEntityRecognizer
+from .textcat import TorchTextCategorizer
+
+__all__ = ["TorchEntityRecognizer", "TorchTextCategorizer"]
