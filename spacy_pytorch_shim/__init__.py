@@ -1,4 +1,5 @@
 """spaCy plugin that makes PyTorch models first-class spaCy citizens."""
+from . import fork  # noqa: F401  (one torch thread in forked children: nlp.pipe(n_process>1))
 from .models import (
     TorchShim,
     TorchWrapper,
