@@ -10,9 +10,11 @@ Inputs: a float or integer array, a list of arrays, `Ragged` (passed to the
 module as `(data, lengths)`) or `Padded` (passed as `(data, lengths)`, data
 shaped `(seq_len, batch, ...)`). Float inputs receive gradients; integer
 inputs (token ids) are passed without asking for one.
-Outputs: tensors (or lists/tuples of tensors) become arrays; a tensor output
-for a `Ragged` or `Padded` input whose leading dimensions match is returned
-as `Ragged` / `Padded` with the input's lengths.
+Outputs: tensors (or lists/tuples of tensors) become arrays. A module whose
+output rows line up with a `Ragged` (or `Padded`) input's rows returns
+`Ragged` (`Padded`) with `convert_outputs=convert_ragged_outputs`
+(`convert_padded_outputs`): row counts alone cannot tell (a batch of one-token
+docs has as many docs as tokens), so this is never guessed.
 """
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -28,7 +30,11 @@ def _is_float(array: Any) -> bool:
 
 
 def _to_torch(array: Any, is_train: bool, device: torch.device) -> torch.Tensor:
-    requires_grad = is_train and _is_float(array)
+    return _as_tensor(array, device, requires_grad=is_train and _is_float(array))
+
+
+def _as_tensor(array: Any, device: torch.device, requires_grad: bool = False) -> torch.Tensor:
+    """xp2torch(array, requires_grad=requires_grad, device=device)."""
     if type(array) is numpy.ndarray and array.flags.writeable:
         # What xp2torch does for numpy, without its detour through DLPack.
         try:
@@ -42,13 +48,20 @@ def _to_torch(array: Any, is_train: bool, device: torch.device) -> torch.Tensor:
     return xp2torch(array, requires_grad=requires_grad, device=device)
 
 
+def to_array(tensor: torch.Tensor) -> Any:
+    """torch2xp(tensor), with a short path for CPU tensors."""
+    if tensor.device.type == "cpu":
+        return tensor.detach().numpy()
+    return torch2xp(tensor)
+
+
 def _input_grad(tensor: torch.Tensor, like: Any) -> Any:
     """The gradient for an input, in the input's own array type."""
     if not tensor.requires_grad:
         return None
     if tensor.grad is None:
         return like * 0
-    grad = torch2xp(tensor.grad)
+    grad = to_array(tensor.grad)
     return grad if type(grad) is type(like) else type(like)(grad)
 
 
@@ -92,13 +105,13 @@ def convert_torch_inputs(model: Model, X: Any, is_train: bool) -> Tuple[ArgsKwar
 def convert_torch_outputs(model: Model, X_Ytorch: Tuple[Any, Any], is_train: bool) -> Tuple[Any, Callable]:
     X, Ytorch = X_Ytorch
     flat_outputs, rebuild = _flatten_tensors(Ytorch)
-    arrays = [torch2xp(t) for t in flat_outputs]
+    arrays = [to_array(t) for t in flat_outputs]
 
     def backprop(dY: Any) -> ArgsKwargs:
         d_flat = _gradient_arrays(dY)
         device = flat_outputs[0].device
         pairs = [
-            (y, xp2torch(d, device=device).view_as(y))
+            (y, _as_tensor(d, device).view_as(y))
             for y, d in zip(flat_outputs, d_flat)
             if y.requires_grad and d is not None
         ]
@@ -107,14 +120,32 @@ def convert_torch_outputs(model: Model, X_Ytorch: Tuple[Any, Any], is_train: boo
             kwargs={"grad_tensors": [d for _, d in pairs]},
         )
 
-    Y = rebuild(arrays)
-    if isinstance(Y, (list, tuple)) or not is_xp_array(Y):
-        return Y, backprop
-    if isinstance(X, Ragged) and Y.shape[0] == X.dataXd.shape[0]:
-        return Ragged(Y, X.lengths), backprop
-    if isinstance(X, Padded) and Y.shape[:2] == X.data.shape[:2]:
-        return Padded(Y, X.size_at_t, X.lengths, X.indices), backprop
-    return Y, backprop
+    return rebuild(arrays), backprop
+
+
+def convert_ragged_outputs(model: Model, X_Ytorch: Tuple[Ragged, Any], is_train: bool) -> Tuple[Ragged, Callable]:
+    """One output row per row of the Ragged input: Ragged with its lengths."""
+    X, Ytorch = X_Ytorch
+    Y, backprop = convert_torch_outputs(model, (X, Ytorch), is_train)
+    _check_rows(Y, X.dataXd.shape[0], "Ragged")
+    return Ragged(Y, X.lengths), lambda dY: backprop(dY.dataXd)
+
+
+def convert_padded_outputs(model: Model, X_Ytorch: Tuple[Padded, Any], is_train: bool) -> Tuple[Padded, Callable]:
+    """Output shaped like the Padded input's (seq_len, batch, ...): Padded."""
+    X, Ytorch = X_Ytorch
+    Y, backprop = convert_torch_outputs(model, (X, Ytorch), is_train)
+    _check_rows(Y, X.data.shape[:2], "Padded")
+    return Padded(Y, X.size_at_t, X.lengths, X.indices), lambda dY: backprop(dY.data)
+
+
+def _check_rows(Y: Any, expected: Any, kind: str) -> None:
+    leading = Y.shape[: len(expected)] if isinstance(expected, tuple) else Y.shape[0]
+    if leading != expected:
+        raise ValueError(
+            f"The torch module returned shape {tuple(Y.shape)}, which does not line up "
+            f"with the {kind} input ({expected}): use the default convert_outputs"
+        )
 
 
 def _flatten_tensors(Y: Any) -> Tuple[List[torch.Tensor], Callable[[List[Any]], Any]]:
@@ -131,10 +162,6 @@ def _flatten_tensors(Y: Any) -> Tuple[List[torch.Tensor], Callable[[List[Any]], 
 
 
 def _gradient_arrays(dY: Any) -> List[Any]:
-    if isinstance(dY, Ragged):
-        return [dY.dataXd]
-    if isinstance(dY, Padded):
-        return [dY.data]
     if isinstance(dY, (list, tuple)):
         return list(dY)
     return [dY]

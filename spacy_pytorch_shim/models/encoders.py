@@ -1,6 +1,6 @@
 """Torch context encoders for the token-to-vector layer.
 
-Each maps padded vectors `(batch, seq_len, width)` and a boolean mask
+Each has a `width` attribute and maps padded vectors `(batch, seq_len, width)` and a boolean mask
 `(batch, seq_len)` (True for real tokens) to `(batch, seq_len, width)`.
 """
 import torch
@@ -13,6 +13,7 @@ class CNNEncoder(nn.Module):
 
     def __init__(self, width: int, depth: int, window: int, dropout: float):
         super().__init__()
+        self.width = width
         self.convs = nn.ModuleList(
             nn.Conv1d(width, width, 2 * window + 1, padding=window) for _ in range(depth)
         )
@@ -34,6 +35,7 @@ class BiLSTMEncoder(nn.Module):
         super().__init__()
         if width % 2:
             raise ValueError(f"BiLSTMEncoder needs an even width, got {width}")
+        self.width = width
         self.lstm = nn.LSTM(
             width, width // 2, num_layers=depth, bidirectional=True,
             batch_first=True, dropout=dropout if depth > 1 else 0.0,

@@ -70,7 +70,7 @@ def _ngrams_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragg
     per_doc: List[Ints2d] = []
     for doc in docs:
         keys = doc.to_array(model.attrs["attr_id"]).astype("uint64")
-        grams = [keys] + [ops.ngrams(n, keys) for n in range(2, size + 1)]
+        grams = [keys] + [ops.ngrams(n, keys) for n in range(2, min(size, len(keys)) + 1)]
         per_doc.append(numpy.concatenate(grams))
     lengths = numpy.asarray([len(k) for k in per_doc], dtype="int32")
     keys = numpy.concatenate(per_doc) if per_doc else numpy.zeros((0,), dtype="uint64")

@@ -7,6 +7,7 @@ from thinc.api import Model, chain, list2ragged, ragged2list
 from thinc.types import Floats2d
 from torch import nn
 
+from .convert import convert_ragged_outputs
 from .torch_wrapper import TorchWrapper
 
 
@@ -46,6 +47,7 @@ def build_ner_tagger(
         )
     head = TorchWrapper(
         TaggerHead(width, hidden_width, nO or 1, dropout),
+        convert_outputs=convert_ragged_outputs,
         output_layer="output",
         name="torch_ner_head",
     )

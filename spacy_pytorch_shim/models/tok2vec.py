@@ -7,6 +7,7 @@ from thinc.api import Model, chain, ragged2list
 from thinc.types import Floats2d
 from torch import nn
 
+from .convert import convert_ragged_outputs
 from .encoders import CNNEncoder
 from .features import hashed_token_features
 from .torch_wrapper import TorchWrapper
@@ -26,7 +27,7 @@ class HashEmbedEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         n_tokens, n_attrs, _ = ids.shape
-        vectors = self.embed(ids).sum(2).reshape(n_tokens, -1)
+        vectors = self.embed(ids).sum(2).reshape(n_tokens, n_attrs * self.embed.embedding_dim)
         vectors = self.norm(nn.functional.gelu(self.mix(vectors)))
         if n_tokens == 0:
             return vectors
@@ -49,8 +50,16 @@ def build_torch_tok2vec(
     `width` columns, usable by our heads, spaCy's components and listeners."""
     if encoder is None:
         encoder = CNNEncoder(width, depth=4, window=1, dropout=0.1)
+    encoder_width = getattr(encoder, "width", width)
+    if encoder_width != width:
+        raise ValueError(
+            f"The tok2vec encoder's width ({encoder_width}) must equal the tok2vec "
+            f"width ({width}); set both to the same value in the config"
+        )
     module = HashEmbedEncoder(sum(rows), len(attrs), width, encoder)
-    wrapped = TorchWrapper(module, name="torch_tok2vec_encoder", nO=width)
+    wrapped = TorchWrapper(
+        module, convert_outputs=convert_ragged_outputs, name="torch_tok2vec_encoder", nO=width
+    )
     model = chain(hashed_token_features(attrs, rows), wrapped, ragged2list())
     model.set_dim("nO", width)
     model.name = "torch_tok2vec"

@@ -12,6 +12,8 @@ from thinc.shims import Shim
 from thinc.types import ArgsKwargs
 from thinc.util import torch2xp, xp2torch
 
+from .convert import to_array
+
 # One metadata key: safetensors does not keep the order of several.
 FORMAT = "spacy-pytorch-shim/1"
 MAX_OPTIMIZERS = 4
@@ -140,7 +142,7 @@ class TorchShim(Shim):
         # slower (each torch call after an optimizer call runs cold).
         key_id = self.id
         updates = [
-            (name, param, weights, xp, torch2xp(param.grad))
+            (name, param, weights, xp, to_array(param.grad))
             for name, param, weights, xp, _where in self._param_views()
             if param.grad is not None
         ]

@@ -6,6 +6,7 @@ from numpy.testing import assert_allclose
 from thinc.api import SGD, Adam, Model, Padded, Ragged, set_dropout_rate, warmup_linear
 
 from spacy_pytorch_shim import TorchWrapper
+from spacy_pytorch_shim.models.convert import convert_padded_outputs, convert_ragged_outputs
 
 
 def mlp(nI=4, nH=8, nO=3, p=0.0):
@@ -52,6 +53,8 @@ def test_list_ragged_padded_inputs_get_gradients_in_their_own_type():
             return X * self.scale
 
     model = TorchWrapper(Double())
+    ragged_model = TorchWrapper(Double(), convert_outputs=convert_ragged_outputs)
+    padded_model = TorchWrapper(Double(), convert_outputs=convert_padded_outputs)
     arrays = [numpy.ones((2, 3), dtype="f"), numpy.ones((4, 3), dtype="f")]
     Y, backprop = model.begin_update(arrays)
     assert [y.shape for y in Y] == [(2, 3), (4, 3)] and Y[0][0, 0] == 2.0
@@ -59,7 +62,9 @@ def test_list_ragged_padded_inputs_get_gradients_in_their_own_type():
     assert isinstance(dX, list) and dX[1].shape == (4, 3) and dX[1][0, 0] == 2.0
 
     ragged = Ragged(numpy.ones((6, 3), dtype="f"), numpy.asarray([2, 4], dtype="i"))
-    Y, backprop = model.begin_update(ragged)
+    Y, _ = model.begin_update(ragged)
+    assert isinstance(Y, numpy.ndarray) and Y.shape == (6, 3)
+    Y, backprop = ragged_model.begin_update(ragged)
     assert isinstance(Y, Ragged) and list(Y.lengths) == [2, 4]
     dX = backprop(Ragged(numpy.ones((6, 3), dtype="f"), Y.lengths))
     assert isinstance(dX, Ragged) and dX.dataXd[0, 0] == 2.0
@@ -70,7 +75,7 @@ def test_list_ragged_padded_inputs_get_gradients_in_their_own_type():
         numpy.asarray([4, 2], dtype="i"),
         numpy.asarray([0, 1], dtype="i"),
     )
-    Y, backprop = model.begin_update(padded)
+    Y, backprop = padded_model.begin_update(padded)
     assert isinstance(Y, Padded) and Y.data.shape == (4, 2, 3)
     dX = backprop(Padded(numpy.ones((4, 2, 3), dtype="f"), Y.size_at_t, Y.lengths, Y.indices))
     assert isinstance(dX, Padded) and dX.data[0, 0, 0] == 2.0
@@ -202,3 +207,14 @@ def test_bad_inputs_give_clear_errors():
         TorchWrapper(mlp(), output_layer="1")
     with pytest.raises(TypeError, match="convert_inputs"):
         TorchWrapper(mlp()).predict({"a": 1})
+
+
+def test_ragged_outputs_must_line_up_with_inputs():
+    class Pool(torch.nn.Module):
+        def forward(self, data, lengths):
+            return data[:1] * 1.0
+
+    model = TorchWrapper(Pool(), convert_outputs=convert_ragged_outputs)
+    ragged = Ragged(numpy.ones((3, 2), dtype="f"), numpy.asarray([1, 2], dtype="i"))
+    with pytest.raises(ValueError, match=r"\(1, 2\).*Ragged"):
+        model.predict(ragged)

@@ -1,0 +1,182 @@
+"""torch_textcat and torch_textcat_multilabel: training, add_label, EMA,
+serialization and bad input."""
+import numpy
+import pytest
+import spacy
+from spacy.training import Example
+from thinc.api import Adam
+
+TRAIN = [
+    ("I love this film so much", {"POS": 1.0, "NEG": 0.0}),
+    ("what a great wonderful day", {"POS": 1.0, "NEG": 0.0}),
+    ("this is terrible and awful", {"POS": 0.0, "NEG": 1.0}),
+    ("I hate it, worst thing ever", {"POS": 0.0, "NEG": 1.0}),
+]
+NEW = [
+    ("where is my parcel", {"POS": 0.0, "NEG": 0.0, "QUESTION": 1.0}),
+    ("how do I get there", {"POS": 0.0, "NEG": 0.0, "QUESTION": 1.0}),
+]
+CFG = {"model": {"tok2vec": {"width": 32, "rows": [500, 100, 100, 100], "encoder": {"width": 32, "depth": 1}}, "hidden_width": 32, "ngram_rows": 1024}}
+
+
+def make_nlp(factory="torch_textcat"):
+    nlp = spacy.blank("en")
+    nlp.add_pipe(factory, name="textcat", config=CFG)
+    return nlp
+
+
+def examples(nlp, data):
+    return [Example.from_dict(nlp.make_doc(text), {"cats": cats}) for text, cats in data]
+
+
+def train(nlp, egs, optimizer, steps=40):
+    for _ in range(steps):
+        nlp.update(egs, sgd=optimizer, drop=0.0)
+
+
+def cats(nlp, texts):
+    return [nlp(text).cats for text in texts]
+
+
+@pytest.fixture(params=["torch_textcat", "torch_textcat_multilabel"])
+def trained(request):
+    nlp = make_nlp(request.param)
+    egs = examples(nlp, TRAIN)
+    nlp.initialize(lambda: egs)
+    optimizer = Adam(0.01)
+    train(nlp, egs, optimizer)
+    return nlp, optimizer
+
+
+def test_initialize_infers_labels_and_learns_training_data(trained):
+    nlp, _ = trained
+    assert nlp.get_pipe("textcat").labels == ("POS", "NEG")
+    for text, gold in TRAIN:
+        predicted = nlp(text).cats
+        best = max(gold, key=gold.get)
+        assert predicted[best] > 0.8, (text, predicted)
+
+
+def test_add_label_after_training_keeps_old_scores_then_learns_it(trained):
+    nlp, optimizer = trained
+    textcat = nlp.get_pipe("textcat")
+    texts = [t for t, _ in TRAIN + NEW]
+    before = cats(nlp, texts)
+    assert textcat.add_label("QUESTION") == 1
+    assert textcat.add_label("QUESTION") == 0
+    after = cats(nlp, texts)
+    for b, a in zip(before, after):
+        for label in ("POS", "NEG"):
+            assert abs(a[label] - b[label]) <= 1e-6
+        assert a["QUESTION"] == 0.0
+    # Resume training with the same optimizer: the new label is learned.
+    egs = examples(nlp, TRAIN + NEW)
+    train(nlp, egs, optimizer)
+    for text, _ in NEW:
+        assert nlp(text).cats["QUESTION"] > 0.5
+    with nlp.select_pipes(enable=["textcat"]):
+        with nlp.use_params(optimizer.averages):
+            assert nlp(NEW[0][0]).cats["QUESTION"] > 0.0
+
+
+def test_add_label_then_train_with_a_new_optimizer(trained):
+    nlp, _ = trained
+    nlp.get_pipe("textcat").add_label("QUESTION")
+    train(nlp, examples(nlp, TRAIN + NEW), Adam(0.01))
+    assert nlp(NEW[1][0]).cats["QUESTION"] > 0.5
+
+
+def test_add_label_before_training():
+    nlp = make_nlp()
+    textcat = nlp.get_pipe("textcat")
+    for label in ("POS", "NEG", "QUESTION"):
+        textcat.add_label(label)
+    egs = examples(nlp, TRAIN + NEW)
+    nlp.initialize(lambda: egs)
+    assert textcat.labels == ("POS", "NEG", "QUESTION")
+    train(nlp, egs, Adam(0.01))
+    assert nlp(NEW[0][0]).cats["QUESTION"] > 0.5
+
+
+def test_initialize_with_labels_in_another_order_keeps_known_order():
+    nlp = make_nlp()
+    egs = examples(nlp, TRAIN)
+    nlp.initialize(lambda: egs)
+    nlp.get_pipe("textcat").initialize(lambda: egs, labels=["NEG", "OTHER", "POS"])
+    assert nlp.get_pipe("textcat").labels == ("POS", "NEG", "OTHER")
+
+
+def test_use_params_evaluates_with_averages(trained):
+    """Compare logits: trained probabilities can saturate at 1.0."""
+    nlp, optimizer = trained
+    textcat = nlp.get_pipe("textcat")
+    docs = [nlp.make_doc(text) for text, _ in TRAIN]
+    raw = textcat.model.predict(docs)
+    with nlp.use_params(optimizer.averages):
+        averaged = textcat.model.predict(docs)
+    assert not numpy.allclose(averaged, raw)
+    assert numpy.array_equal(textcat.model.predict(docs), raw)
+
+
+def test_disk_and_bytes_round_trip_with_added_label(trained, tmp_path):
+    nlp, optimizer = trained
+    nlp.get_pipe("textcat").add_label("QUESTION")
+    train(nlp, examples(nlp, TRAIN + NEW), optimizer, steps=3)
+    texts = [t for t, _ in TRAIN + NEW]
+    expected = cats(nlp, texts)
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("textcat").labels == ("POS", "NEG", "QUESTION")
+    assert cats(loaded, texts) == expected
+    other = make_nlp(nlp.get_pipe("textcat").__class__ and nlp.config["components"]["textcat"]["factory"])
+    other.from_bytes(nlp.to_bytes())
+    assert cats(other, texts) == expected
+
+
+def test_odd_docs_get_valid_scores(trained):
+    nlp, _ = trained
+    multilabel = not nlp.get_pipe("textcat").exclusive
+    for text in ["", "   ", "\n\t", "word", " ".join(["token"] * 10_000)]:
+        scores = nlp(text).cats
+        assert set(scores) == {"POS", "NEG"}
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
+        if not multilabel:
+            assert abs(sum(scores.values()) - 1.0) < 1e-5
+    docs = list(nlp.pipe(["", "a b", "   "]))
+    assert all(set(doc.cats) == {"POS", "NEG"} for doc in docs)
+
+
+def test_unknown_and_missing_gold_labels(trained):
+    nlp, optimizer = trained
+    egs = [
+        Example.from_dict(nlp.make_doc("a new thing"), {"cats": {"UNSEEN": 1.0, "POS": 0.0, "NEG": 0.0}}),
+        Example.from_dict(nlp.make_doc("great movie"), {"cats": {"POS": 1.0}}),
+    ]
+    losses = nlp.update(egs, sgd=optimizer)
+    assert numpy.isfinite(losses["textcat"])
+    assert "UNSEEN" not in nlp.get_pipe("textcat").labels
+
+
+def test_multilabel_gold_outside_unit_interval_is_a_clear_error():
+    nlp = make_nlp("torch_textcat_multilabel")
+    egs = examples(nlp, TRAIN)
+    nlp.initialize(lambda: egs)
+    bad = [Example.from_dict(nlp.make_doc("oops"), {"cats": {"POS": 1.5, "NEG": 0.0}})]
+    with pytest.raises(ValueError, match=r"1\.5.*'POS'.*\[0, 1\]"):
+        nlp.update(bad)
+
+
+def test_exclusive_data_with_two_positives_is_a_clear_error():
+    nlp = make_nlp()
+    egs = examples(nlp, TRAIN)
+    nlp.initialize(lambda: egs)
+    bad = [Example.from_dict(nlp.make_doc("both"), {"cats": {"POS": 1.0, "NEG": 1.0}})]
+    with pytest.raises(ValueError, match="torch_textcat_multilabel"):
+        nlp.update(bad)
+
+
+def test_factory_and_model_must_agree_on_exclusivity():
+    nlp = spacy.blank("en")
+    config = {"model": {**CFG["model"], "exclusive_classes": False}}
+    with pytest.raises(ValueError, match="exclusive_classes = true"):
+        nlp.add_pipe("torch_textcat", config=config)
