@@ -1,0 +1,94 @@
+"""Registered architectures: shapes, gradients reaching the tok2vec, resizing."""
+import numpy
+import pytest
+import spacy
+from thinc.api import Adam
+
+from spacy_pytorch_shim.models.encoders import build_bilstm_encoder, build_cnn_encoder
+from spacy_pytorch_shim.models.ner import build_ner_tagger
+from spacy_pytorch_shim.models.textcat import build_textcat
+from spacy_pytorch_shim.models.tok2vec import build_torch_tok2vec
+
+TEXTS = ["Alice lives in Paris", "", "one", "a much longer text with many different words in it"]
+
+
+@pytest.fixture
+def docs():
+    nlp = spacy.blank("en")
+    return [nlp.make_doc(text) for text in TEXTS]
+
+
+def small_tok2vec(encoder="cnn"):
+    build = build_cnn_encoder if encoder == "cnn" else build_bilstm_encoder
+    return build_torch_tok2vec(width=16, rows=[50, 10, 10, 10], encoder=build(width=16))
+
+
+def embed_weights(model):
+    tok2vec = model.get_ref("tok2vec") if model.has_ref("tok2vec") else model
+    wrapper = next(node for node in tok2vec.walk() if node.shims)
+    return wrapper.shims[0].module.embed.weight.detach().clone()
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "bilstm"])
+def test_tok2vec_gives_one_row_per_token_and_trains(docs, encoder):
+    model = small_tok2vec(encoder)
+    model.initialize(X=docs)
+    Y, backprop = model.begin_update(docs)
+    assert [y.shape for y in Y] == [(len(doc), 16) for doc in docs]
+    before = embed_weights(model)
+    backprop([numpy.ones_like(y) for y in Y])
+    model.finish_update(Adam(0.01))
+    assert not numpy.array_equal(before, embed_weights(model))
+
+
+def test_encoder_width_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"encoder's width \(8\).*tok2vec width \(16\)"):
+        build_torch_tok2vec(width=16, encoder=build_cnn_encoder(width=8))
+
+
+def test_ner_tagger_shapes_gradients_and_resize(docs):
+    model = build_ner_tagger(tok2vec=small_tok2vec(), hidden_width=8, nO=5)
+    model.initialize(X=docs)
+    Y, backprop = model.begin_update(docs)
+    assert [y.shape for y in Y] == [(len(doc), 5) for doc in docs]
+    before = embed_weights(model)
+    backprop([numpy.ones_like(y) for y in Y])
+    model.finish_update(Adam(0.01))
+    assert not numpy.array_equal(before, embed_weights(model))
+    old = model.predict(docs)
+    model.attrs["resize_output"](model, 9)
+    new = model.predict(docs)
+    assert all(n.shape[1] == 9 and numpy.allclose(n[:, :5], o, atol=1e-6) for n, o in zip(new, old))
+
+
+def test_ner_tagger_on_spacy_tok2vec(docs):
+    from spacy.ml.models import build_hash_embed_cnn_tok2vec
+
+    tok2vec = build_hash_embed_cnn_tok2vec(
+        width=16, depth=1, embed_size=100, window_size=1, maxout_pieces=2,
+        subword_features=True, pretrained_vectors=None,
+    )
+    model = build_ner_tagger(tok2vec=tok2vec, hidden_width=0, nO=5)
+    model.initialize(X=docs)
+    Y, backprop = model.begin_update(docs)
+    assert [y.shape for y in Y] == [(len(doc), 5) for doc in docs]
+    backprop([numpy.ones_like(y) for y in Y])
+    model.finish_update(Adam(0.01))
+
+
+@pytest.mark.parametrize("ngram_size", [0, 2])
+def test_textcat_shapes_gradients_and_resize(docs, ngram_size):
+    model = build_textcat(tok2vec=small_tok2vec(), exclusive_classes=True, hidden_width=8, ngram_size=ngram_size, ngram_rows=64, nO=3)
+    model.initialize(X=docs)
+    Y, backprop = model.begin_update(docs)
+    assert Y.shape == (len(docs), 3)
+    before = embed_weights(model)
+    backprop(numpy.ones_like(Y))
+    model.finish_update(Adam(0.01))
+    assert not numpy.array_equal(before, embed_weights(model))
+    old = model.predict(docs)
+    model.attrs["resize_output"](model, 4)
+    new = model.predict(docs)
+    assert new.shape == (len(docs), 4)
+    numpy.testing.assert_allclose(new[:, :3], old, atol=1e-6)
+    numpy.testing.assert_allclose(new[:, 3], 0.0, atol=1e-6)

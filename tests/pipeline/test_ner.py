@@ -1,0 +1,161 @@
+"""torch_ner: valid spans, training, add_label, EMA, serialization, bad input."""
+import numpy
+import pytest
+import spacy
+from spacy.training import Example
+from thinc.api import Adam
+
+from spacy_pytorch_shim.pipeline.ner import biluo_constraints, viterbi_biluo
+
+TRAIN = [
+    ("Alice lives in Paris", [(0, 5, "PER"), (15, 20, "LOC")]),
+    ("Bob Smith visited London today", [(0, 9, "PER"), (18, 24, "LOC")]),
+    ("Paris is nice", [(0, 5, "LOC")]),
+    ("I met Alice and Bob Smith", [(6, 11, "PER"), (16, 25, "PER")]),
+]
+NEW = [
+    ("She works at Google", [(13, 19, "ORG")]),
+    ("Google hired Bob Smith", [(0, 6, "ORG"), (13, 22, "PER")]),
+]
+CFG = {"model": {"tok2vec": {"width": 32, "rows": [500, 100, 100, 100], "encoder": {"width": 32, "depth": 2}}, "hidden_width": 32}}
+
+
+def make_nlp():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("torch_ner", name="ner", config=CFG)
+    return nlp
+
+
+def examples(nlp, data):
+    return [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in data]
+
+
+def train(nlp, egs, optimizer, steps=40):
+    for _ in range(steps):
+        nlp.update(egs, sgd=optimizer, drop=0.0)
+
+
+def ents(nlp, texts):
+    return [[(e.start_char, e.end_char, e.label_) for e in nlp(text).ents] for text in texts]
+
+
+@pytest.fixture
+def trained():
+    nlp = make_nlp()
+    egs = examples(nlp, TRAIN)
+    nlp.initialize(lambda: egs)
+    optimizer = Adam(0.01)
+    train(nlp, egs, optimizer)
+    return nlp, optimizer
+
+
+def test_learns_training_data(trained):
+    nlp, _ = trained
+    assert nlp.get_pipe("ner").labels == ("PER", "LOC")
+    for (text, gold), predicted in zip(TRAIN, ents(nlp, [t for t, _ in TRAIN])):
+        assert predicted == gold
+    scores = nlp.evaluate(examples(nlp, TRAIN))
+    assert scores["ents_f"] == 1.0 and set(scores["ents_per_type"]) == {"PER", "LOC"}
+
+
+def test_viterbi_always_gives_valid_biluo():
+    """Random scores decode into sequences that obey every BILUO constraint."""
+    rng = numpy.random.default_rng(0)
+    n_labels = 3
+    allowed, start, end = biluo_constraints(n_labels)
+    log_probs = [rng.normal(size=(n, 1 + 4 * n_labels)).astype("f") for n in (1, 2, 7, 30, 0, 5)]
+    for x, tags in zip(log_probs, viterbi_biluo(log_probs, n_labels)):
+        assert len(tags) == len(x)
+        if not len(tags):
+            continue
+        assert start[tags[0]] == 0 and end[tags[-1]] == 0
+        assert all(allowed[a, b] == 0 for a, b in zip(tags[:-1], tags[1:]))
+
+
+def test_viterbi_picks_the_best_valid_sequence():
+    # Token scores prefer B-X then O, which is invalid; best valid is U-X, O.
+    x = numpy.log(numpy.asarray([[0.05, 0.6, 0.0, 0.0, 0.35], [0.9, 0.0, 0.05, 0.05, 0.0]], dtype="f") + 1e-9)
+    assert list(viterbi_biluo([x], 1)[0]) == [4, 0]
+
+
+def test_add_label_after_training_keeps_entities_then_learns_it(trained):
+    nlp, optimizer = trained
+    ner = nlp.get_pipe("ner")
+    texts = [t for t, _ in TRAIN + NEW]
+    before = ents(nlp, texts)
+    assert ner.add_label("ORG") == 1 and ner.add_label("ORG") == 0
+    assert ents(nlp, texts) == before
+    assert ner.model.get_ref("output_layer").shims[0].module.output.out_features == 13
+    train(nlp, examples(nlp, TRAIN + NEW), optimizer)
+    assert ents(nlp, [NEW[0][0]])[0] == NEW[0][1]
+
+
+def test_add_label_then_new_optimizer(trained):
+    nlp, _ = trained
+    nlp.get_pipe("ner").add_label("ORG")
+    train(nlp, examples(nlp, TRAIN + NEW), Adam(0.01))
+    assert ents(nlp, [NEW[1][0]])[0] == NEW[1][1]
+
+
+def test_use_params_evaluates_with_averages(trained):
+    nlp, optimizer = trained
+    ner = nlp.get_pipe("ner")
+    docs = [nlp.make_doc(t) for t, _ in TRAIN]
+    raw = ner.model.predict(docs)
+    with nlp.use_params(optimizer.averages):
+        averaged = ner.model.predict(docs)
+    assert not numpy.allclose(raw[0], averaged[0])
+    assert all(numpy.array_equal(a, b) for a, b in zip(ner.model.predict(docs), raw))
+
+
+def test_disk_and_bytes_round_trip_with_added_label(trained, tmp_path):
+    nlp, optimizer = trained
+    nlp.get_pipe("ner").add_label("ORG")
+    train(nlp, examples(nlp, TRAIN + NEW), optimizer, steps=5)
+    texts = [t for t, _ in TRAIN + NEW]
+    docs = [nlp.make_doc(t) for t in texts]
+    expected_scores = nlp.get_pipe("ner").model.predict(docs)
+    expected = ents(nlp, texts)
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("ner").labels == ("PER", "LOC", "ORG")
+    assert ents(loaded, texts) == expected
+    loaded_scores = loaded.get_pipe("ner").model.predict(docs)
+    assert all(numpy.array_equal(a, b) for a, b in zip(expected_scores, loaded_scores))
+    other = make_nlp().from_bytes(nlp.to_bytes())
+    assert ents(other, texts) == expected
+
+
+def test_odd_docs(trained):
+    nlp, _ = trained
+    for text in ["", "   ", "\n", "Alice", " ".join(["Paris"] * 10_000)]:
+        doc = nlp(text)
+        assert all(ent.label_ in ("PER", "LOC") for ent in doc.ents)
+    long_doc = nlp(" ".join(["Paris"] * 10_000))
+    assert len(long_doc) == 10_000
+    docs = list(nlp.pipe(["", "Alice lives in Paris", " "]))
+    assert [len(d.ents) for d in docs][1] == 2
+
+
+def test_unknown_gold_label_is_treated_as_missing_with_a_warning(trained):
+    nlp, optimizer = trained
+    egs = examples(nlp, [("Google is big", [(0, 6, "ORG")])])
+    with pytest.warns(UserWarning, match="'ORG'.*add_label"):
+        losses = nlp.update(egs, sgd=optimizer)
+    assert numpy.isfinite(losses["ner"])
+    assert "ORG" not in nlp.get_pipe("ner").labels
+
+
+def test_initialize_without_labels_is_a_clear_error():
+    nlp = make_nlp()
+    egs = [Example.from_dict(nlp.make_doc("nothing here"), {"entities": []})]
+    with pytest.raises(ValueError, match="no labels"):
+        nlp.initialize(lambda: egs)
+
+
+def test_initialize_with_given_labels():
+    nlp = make_nlp()
+    egs = examples(nlp, TRAIN)
+    nlp.initialize(lambda: egs)
+    nlp.get_pipe("ner").initialize(lambda: egs, labels=["LOC", "ORG", "PER"])
+    assert nlp.get_pipe("ner").labels == ("PER", "LOC", "ORG")
