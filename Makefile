@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench bench-quick grid clean
+.PHONY: install test demo bench bench-quick bench-shim grid clean
 
 install: $(STAMP)
 
@@ -25,6 +25,26 @@ test: install
 ## The main job: train and evaluate pipelines on the sample shipped in data/.
 demo: install
 	$(BIN)/python -m spacy_pytorch_shim.demo
+
+## Benchmarks against spaCy's built-in components and plain PyTorch (see docs/benchmarks.md).
+bench: install
+	$(BIN)/python bench/shim_overhead.py --out bench/results/full/shim_overhead.md
+	$(BIN)/python bench/run_bench.py --out bench/results --shim-overhead bench/results/full/shim_overhead.md
+
+## A few minutes: fewer epochs, subsampled data.
+bench-quick: install
+	$(BIN)/python bench/shim_overhead.py --quick --out bench/results/quick/shim_overhead.md
+	$(BIN)/python bench/run_bench.py --quick --out bench/results --shim-overhead bench/results/quick/shim_overhead.md
+
+## One training step of a BiLSTM: TorchWrapper vs plain PyTorch vs Thinc's PyTorchWrapper_v2.
+bench-shim: install
+	$(BIN)/python bench/shim_overhead.py --out bench/results/shim_overhead.md
+
+## A grid of config overrides on one dataset: markdown table + PNG (docs/experiments.md).
+GRID_CONFIG ?= configs/ner.cfg
+GRID_DATA ?= data/btc-sample
+grid: install
+	$(BIN)/python bench/grid.py --config $(GRID_CONFIG) --data $(GRID_DATA) --out bench/results/grid
 
 clean:
 	rm -rf $(VENV) training build dist *.egg-info
