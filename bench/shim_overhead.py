@@ -1,0 +1,269 @@
+"""Overhead of spacy_pytorch_shim.TorchWrapper against plain PyTorch and
+Thinc's PyTorchWrapper_v2, on one training step and on inference.
+
+Module: a 2-layer bidirectional nn.LSTM (batch_first), 96-d inputs, 128 hidden,
+40 tokens per sequence; input a float32 array (batch, 40, 96), output
+(batch, 40, 256); the loss gradient dY is a fixed random array.
+
+One training step, for every system:
+  forward, backward with dY (input gradient dX included: Thinc's contract
+  returns dX, so the plain loop asks for it too), Adam update
+  (lr 0.001, b1 0.9, b2 0.999, eps 1e-8, no gradient clipping, no L2) and an
+  EMA of the parameters with Thinc's decay schedule min((1+t)/(10+t), 0.9999).
+
+  plain  : torch only; torch.optim.Adam, EMA with torch._foreach_lerp_,
+           zero_grad(set_to_none=True).
+  ours   : spacy_pytorch_shim.TorchWrapper + thinc.api.Adam(0.001,
+           grad_clip=0.0, L2=0.0) (averages kept: use_averages=True).
+  thinc  : thinc.api.PyTorchWrapper_v2 + the same kind of Thinc optimizer.
+
+Thinc's Adam clips gradients by norm (grad_clip=1.0) by default; clipping is
+switched off here, in both Thinc systems, for a like-for-like comparison with
+the plain loop (which does no clipping). L2 is 0.0 by default in Thinc.
+
+Inference: plain `torch.no_grad()` forward in eval mode plus conversion of
+the output to numpy (on CUDA the plain output stays a tensor), `model.predict`
+for the two Thinc systems (which return numpy / cupy arrays).
+
+Runs are interleaved in one process: a warm-up, then for every repetition each
+system does one step, in a shuffled order; medians are reported.
+
+    python bench/shim_overhead.py [--quick] [--out FILE.md] [--device cpu|cuda]
+        [--threads N] [--reps N] [--batches 8,32,128]
+
+torch threads are set once, for all systems (default: os.cpu_count()); on a
+shared or busy machine `--threads 1` gives far steadier numbers.
+Results and the commands used are in docs/shim-overhead.md.
+"""
+import argparse
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import numpy
+import torch
+
+# Runnable from a checkout without installing the package.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+N_TOKENS = 40
+N_IN = 96
+N_HIDDEN = 128
+BATCH_SIZES = (8, 32, 128)
+SYSTEMS = ("plain", "ours", "thinc")
+
+
+class BiLSTM(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(
+            N_IN, N_HIDDEN, num_layers=2, bidirectional=True, batch_first=True
+        )
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.lstm(X)[0]
+
+
+def ema_decay(t: int) -> float:
+    """Thinc's ops.update_averages schedule."""
+    return min((1.0 + t) / (10.0 + t), 0.9999)
+
+
+def make_systems(device: str, seed: int) -> Dict[str, Dict[str, Callable]]:
+    from thinc.api import Adam, PyTorchWrapper_v2
+
+    from spacy_pytorch_shim import TorchWrapper
+
+    torch.manual_seed(seed)
+    template = BiLSTM()
+    state = {k: v.clone() for k, v in template.state_dict().items()}
+
+    def fresh() -> BiLSTM:
+        module = BiLSTM()
+        module.load_state_dict(state)
+        return module.to(device)
+
+    def thinc_optimizer():
+        return Adam(0.001, beta1=0.9, beta2=0.999, eps=1e-8, grad_clip=0.0, L2=0.0)
+
+    # ---- plain PyTorch
+    plain = fresh()
+    params = [p for p in plain.parameters()]
+    torch_opt = torch.optim.Adam(params, lr=0.001, betas=(0.9, 0.999), eps=1e-8)
+    averages = [torch.zeros_like(p) for p in params]
+    plain_step = [0]
+
+    def plain_train(X, dY):
+        if not plain.training:  # the wrappers switch modes the same way
+            plain.train()
+        Xt = torch.as_tensor(X, device=device).requires_grad_()
+        Y = plain(Xt)
+        Y.backward(dY["torch"])
+        dX = Xt.grad
+        torch_opt.step()
+        torch_opt.zero_grad(set_to_none=True)
+        plain_step[0] += 1
+        with torch.no_grad():
+            torch._foreach_lerp_(averages, params, 1.0 - ema_decay(plain_step[0]))
+        return dX
+
+    def plain_predict(X):
+        if plain.training:
+            plain.eval()
+        with torch.no_grad():
+            Y = plain(torch.as_tensor(X, device=device))
+        return Y.numpy() if Y.device.type == "cpu" else Y
+
+    # ---- TorchWrapper
+    ours = TorchWrapper(fresh(), device=torch.device(device))
+    ours_opt = thinc_optimizer()
+
+    def ours_train(X, dY):
+        Y, backprop = ours.begin_update(X)
+        dX = backprop(dY["xp"])
+        ours.finish_update(ours_opt)
+        ours_opt.step_schedules()
+        return dX
+
+    # ---- Thinc's PyTorchWrapper_v2
+    thinc_model = PyTorchWrapper_v2(fresh())
+    thinc_opt = thinc_optimizer()
+
+    def thinc_train(X, dY):
+        Y, backprop = thinc_model.begin_update(X)
+        dX = backprop(dY["xp"])
+        thinc_model.finish_update(thinc_opt)
+        thinc_opt.step_schedules()
+        return dX
+
+    return {
+        "plain": {"train": plain_train, "predict": plain_predict},
+        "ours": {"train": ours_train, "predict": ours.predict},
+        "thinc": {"train": thinc_train, "predict": thinc_model.predict},
+    }
+
+
+def bench(device: str, reps: int, warmup: int, seed: int, batch_sizes=BATCH_SIZES) -> Dict:
+    from thinc.api import get_current_ops
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    xp = get_current_ops().xp
+    rng = numpy.random.default_rng(seed)
+    systems = make_systems(device, seed)
+    order = list(SYSTEMS)
+    shuffler = random.Random(seed)
+    results: Dict = {}
+    for batch in batch_sizes:
+        X = xp.asarray(rng.standard_normal((batch, N_TOKENS, N_IN), dtype="float32"))
+        dY_np = rng.standard_normal((batch, N_TOKENS, 2 * N_HIDDEN), dtype="float32")
+        dY = {"xp": xp.asarray(dY_np), "torch": torch.as_tensor(dY_np, device=device)}
+        for task in ("train", "predict"):
+            args = (X, dY) if task == "train" else (X,)
+            times: Dict[str, List[float]] = {name: [] for name in SYSTEMS}
+            for i in range(warmup + reps):
+                shuffler.shuffle(order)
+                for name in order:
+                    fn = systems[name][task]
+                    sync()
+                    start = time.perf_counter()
+                    fn(*args)
+                    sync()
+                    elapsed = time.perf_counter() - start
+                    if i >= warmup:
+                        times[name].append(elapsed * 1000.0)
+            results[(batch, task)] = {k: statistics.median(v) for k, v in times.items()}
+            print(
+                f"batch {batch:4d} {task:8s} "
+                + "  ".join(f"{k} {v:8.2f} ms" for k, v in results[(batch, task)].items()),
+                file=sys.stderr,
+                flush=True,
+            )
+    return results
+
+
+def table(results: Dict, header: str, batch_sizes=BATCH_SIZES) -> str:
+    lines = [header, ""]
+    lines.append(
+        "| batch | task | plain ms | ours ms | thinc ms | ours/plain | thinc/plain | ours/thinc |"
+    )
+    lines.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for batch in batch_sizes:
+        for task in ("train", "predict"):
+            r = results[(batch, task)]
+            lines.append(
+                f"| {batch} | {task} | {r['plain']:.2f} | {r['ours']:.2f} | {r['thinc']:.2f} "
+                f"| {r['ours'] / r['plain']:.3f} | {r['thinc'] / r['plain']:.3f} "
+                f"| {r['ours'] / r['thinc']:.3f} |"
+            )
+    lines.append("")
+    lines.append("Targets: ours/plain <= 1.05 (train), <= 1.03 (predict); ours/thinc <= 1.00.")
+    verdicts = []
+    for batch in batch_sizes:
+        for task, limit in (("train", 1.05), ("predict", 1.03)):
+            r = results[(batch, task)]
+            vs_plain = r["ours"] / r["plain"]
+            vs_thinc = r["ours"] / r["thinc"]
+            verdicts.append(
+                f"- batch {batch} {task}: ours/plain {vs_plain:.3f} "
+                f"({'met' if vs_plain <= limit else 'MISSED'}, <= {limit}), "
+                f"ours/thinc {vs_thinc:.3f} ({'met' if vs_thinc <= 1.0 else 'MISSED'}, <= 1.00)"
+            )
+    lines.extend(verdicts)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
+    parser.add_argument("--out", default=None, help="also write the markdown table here")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per cell")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for all systems (default: os.cpu_count())")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batches", default=",".join(map(str, BATCH_SIZES)),
+                        help="comma-separated batch sizes (default: 8,32,128)")
+    args = parser.parse_args()
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    if args.device == "cuda":
+        from thinc.api import require_gpu
+
+        require_gpu()
+    reps = args.reps or (5 if args.quick else 60)
+    warmup = 2 if args.quick else 10
+
+    import thinc
+
+    header = (
+        f"### Shim overhead, {args.device}\n\n"
+        f"2-layer bidirectional LSTM (96 -> 2x128), {N_TOKENS} tokens per sequence; "
+        f"median ms of {reps} interleaved repetitions after {warmup} warm-ups"
+        f"{' (--quick)' if args.quick else ''}.\n"
+        f"Adam lr 0.001 b1 0.9 b2 0.999 eps 1e-8, no grad clipping (Thinc's default "
+        f"grad_clip=1.0 switched off), L2 0, EMA of the parameters in every system; "
+        f"dX computed by every system.\n"
+        f"torch {torch.__version__}, thinc {thinc.__version__}, numpy {numpy.__version__}, "
+        f"python {platform.python_version()}, torch threads {torch.get_num_threads()}"
+        + (f", GPU {torch.cuda.get_device_name()}" if args.device == "cuda" else "")
+        + "."
+    )
+    batch_sizes = tuple(int(b) for b in args.batches.split(","))
+    results = bench(args.device, reps, warmup, args.seed, batch_sizes)
+    text = table(results, header, batch_sizes)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w", encoding="utf8") as file_:
+            file_.write(text)
+
+
+if __name__ == "__main__":
+    main()
