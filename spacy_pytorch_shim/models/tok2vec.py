@@ -15,10 +15,13 @@ from .torch_wrapper import TorchWrapper
 
 class HashEmbedEncoder(nn.Module):
     """Sum four hashed rows per attribute, mix the attributes to `width`,
-    then contextualise with `encoder` over each doc."""
+    then contextualise with `encoder` over each doc. In training, whole
+    attribute vectors are dropped per token (at the caller's dropout rate), so
+    the model cannot lean on memorised words alone."""
 
     def __init__(self, n_rows: int, n_attrs: int, width: int, encoder: nn.Module):
         super().__init__()
+        self.feature_dropout = nn.Dropout(0.1)
         self.embed = nn.Embedding(n_rows, width)
         nn.init.normal_(self.embed.weight, std=0.1)
         self.mix = nn.Linear(n_attrs * width, width)
@@ -27,7 +30,10 @@ class HashEmbedEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         n_tokens, n_attrs, _ = ids.shape
-        vectors = self.embed(ids).sum(2).reshape(n_tokens, n_attrs * self.embed.embedding_dim)
+        vectors = self.embed(ids).sum(2)
+        if self.training:
+            vectors = vectors * self.feature_dropout(vectors.new_ones(n_tokens, n_attrs, 1))
+        vectors = vectors.reshape(n_tokens, n_attrs * self.embed.embedding_dim)
         vectors = self.norm(nn.functional.gelu(self.mix(vectors)))
         if n_tokens == 0:
             return vectors

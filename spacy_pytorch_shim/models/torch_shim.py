@@ -17,6 +17,8 @@ from .convert import to_array
 # One metadata key: safetensors does not keep the order of several.
 FORMAT = "spacy-pytorch-shim/1"
 MAX_OPTIMIZERS = 4
+INITIAL_LOSS_SCALE = 2.0**16
+GROWTH_INTERVAL = 2000
 
 # Modules whose dropout probability the caller's rate replaces, with the
 # attribute that holds it.
@@ -52,9 +54,13 @@ class TorchShim(Shim):
         device = device if device is not None else get_torch_default_device()
         module.to(device)
         self._mixed_precision = mixed_precision
-        self._grad_scaler = torch.amp.GradScaler(
-            device.type, enabled=mixed_precision and device.type == "cuda"
+        # Dynamic loss scaling for float16 on CUDA: gradients coming in are
+        # multiplied by the scale, unscaled before the update; an overflow
+        # halves the scale and skips the step, GROWTH_INTERVAL good steps double it.
+        self._loss_scale: Optional[float] = (
+            INITIAL_LOSS_SCALE if mixed_precision and device.type == "cuda" else None
         )
+        self._good_steps = 0
         self._is_train: Optional[bool] = None
         self._dropout_rate: Optional[float] = None
         # The optimizers (most recent last) that hold state for our parameters,
@@ -120,10 +126,9 @@ class TorchShim(Shim):
             output = self._model(*inputs.args, **inputs.kwargs)
 
         def backprop(grads: ArgsKwargs) -> ArgsKwargs:
-            if self._grad_scaler.is_enabled():
-                scale = self._grad_scaler.get_scale()
+            if self._loss_scale is not None:
                 grads.kwargs["grad_tensors"] = [
-                    g * scale for g in grads.kwargs["grad_tensors"]
+                    g * self._loss_scale for g in grads.kwargs["grad_tensors"]
                 ]
             torch.autograd.backward(*grads.args, **grads.kwargs)
             return inputs
@@ -134,7 +139,7 @@ class TorchShim(Shim):
         """Let the Thinc optimizer update every parameter that has a gradient,
         then drop the gradients (they are zeroed for the next step)."""
         self._remember(optimizer)
-        if self._grad_scaler.is_enabled():
+        if self._loss_scale is not None:
             if not self._unscale_grads():
                 return
         # Torch calls first, then the optimizer calls back to back, then the
@@ -188,17 +193,21 @@ class TorchShim(Shim):
             self._optimizers = others[-(MAX_OPTIMIZERS - 1):] + [optimizer]
 
     def _unscale_grads(self) -> bool:
-        """Unscale fp16 gradients in place; False (and grads dropped) on overflow."""
-        scaler = self._grad_scaler
+        """Unscale gradients in place; False (and grads dropped) on overflow."""
         grads = [p.grad for p in self._model.parameters() if p.grad is not None]
-        inv_scale = 1.0 / scaler.get_scale()
+        inv_scale = 1.0 / self._loss_scale
         found_inf = False
         for grad in grads:
             grad.mul_(inv_scale)
             found_inf = found_inf or not bool(torch.isfinite(grad).all())
-        scaler.update(new_scale=scaler.get_scale() * (0.5 if found_inf else 1.0))
         if found_inf:
+            self._loss_scale /= 2.0
+            self._good_steps = 0
             self._model.zero_grad(set_to_none=True)
+        else:
+            self._good_steps += 1
+            if self._good_steps % GROWTH_INTERVAL == 0:
+                self._loss_scale *= 2.0
         return not found_inf
 
     # ------------------------------------------------------------------- EMA
