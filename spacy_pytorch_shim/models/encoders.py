@@ -1,7 +1,8 @@
 """Torch context encoders for the token-to-vector layer.
 
-Each has a `width` attribute and maps padded vectors `(batch, seq_len, width)` and a boolean mask
-`(batch, seq_len)` (True for real tokens) to `(batch, seq_len, width)`.
+Each has a `width` attribute and maps the concatenated token vectors of a
+batch `(n_tokens, width)` plus the docs' `lengths` to `(n_tokens, width)`,
+without padding the docs to a common length (no compute spent on padding).
 """
 import torch
 from torch import nn
@@ -9,21 +10,31 @@ from torch import nn
 
 class CNNEncoder(nn.Module):
     """Residual blocks of a 1-d convolution over `2 * window + 1` tokens,
-    GELU and LayerNorm; padding is zeroed before every convolution."""
+    GELU and LayerNorm. The docs are laid end to end with `window` zero rows
+    between them, so a convolution never mixes two docs."""
 
     def __init__(self, width: int, depth: int, window: int, dropout: float):
         super().__init__()
         self.width = width
+        self.window = window
         self.convs = nn.ModuleList(
-            nn.Conv1d(width, width, 2 * window + 1, padding=window) for _ in range(depth)
+            nn.Conv1d(width, width, 2 * window + 1) for _ in range(depth)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(depth))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        keep = mask.unsqueeze(-1).to(X.dtype)
+    def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not len(X) or not len(self.convs):
+            return X
+        w = self.window
+        doc_ids = torch.repeat_interleave(torch.arange(len(lengths), device=X.device), lengths)
+        # Token t of doc i sits after i + 1 gaps of w rows; w more rows pad
+        # both ends so the valid convolution keeps every position.
+        positions = torch.arange(len(X), device=X.device) + w * (doc_ids + 1)
+        n_rows = len(X) + w * (len(lengths) + 1) + 2 * w
         for conv, norm in zip(self.convs, self.norms):
-            H = conv((X * keep).transpose(1, 2)).transpose(1, 2)
+            laid_out = X.new_zeros(n_rows, X.shape[1]).index_copy(0, positions + w, X)
+            H = conv(laid_out.T.unsqueeze(0)).squeeze(0).T[positions]
             X = norm(X + self.dropout(nn.functional.gelu(H)))
         return X
 
@@ -38,20 +49,17 @@ class BiLSTMEncoder(nn.Module):
         self.width = width
         self.lstm = nn.LSTM(
             width, width // 2, num_layers=depth, bidirectional=True,
-            batch_first=True, dropout=dropout if depth > 1 else 0.0,
+            dropout=dropout if depth > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(
-            X, lengths, batch_first=True, enforce_sorted=False
-        )
+    def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        docs = [doc for doc in torch.split(X, lengths.tolist()) if len(doc)]
+        if not docs:
+            return X
+        packed = nn.utils.rnn.pack_sequence(docs, enforce_sorted=False)
         output, _ = self.lstm(packed)
-        padded, _ = nn.utils.rnn.pad_packed_sequence(
-            output, batch_first=True, total_length=X.shape[1]
-        )
-        return self.dropout(padded)
+        return self.dropout(torch.cat(nn.utils.rnn.unpack_sequence(output)))
 
 
 def build_cnn_encoder(*, width: int, depth: int = 4, window: int = 1, dropout: float = 0.1) -> nn.Module:

@@ -50,7 +50,7 @@ class BagOfNgrams(nn.Module):
 
 def build_textcat(
     *,
-    tok2vec: Model[List[Doc], List[Floats2d]],
+    tok2vec: Optional[Model[List[Doc], List[Floats2d]]],
     exclusive_classes: bool,
     hidden_width: int = 128,
     dropout: float = 0.1,
@@ -58,37 +58,43 @@ def build_textcat(
     ngram_rows: int = 2**16,
     nO: Optional[int] = None,
 ) -> Model[List[Doc], Floats2d]:
-    """"spacy-pytorch-shim.TorchTextCat.v1": one row of label logits per doc:
-    a pooled token-vector head plus a bag of hashed n-grams (set ngram_size = 0
-    to drop it). The component applies softmax (exclusive_classes) or sigmoid."""
-    width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
-    if not width:
-        raise ValueError(
-            "TorchTextCat needs a tok2vec with a known output width (dim 'nO')"
+    """"spacy-pytorch-shim.TorchTextCat.v1": one row of label logits per doc,
+    the sum of a pooled token-vector head (left out when tok2vec is null) and
+    a bag of hashed 1..ngram_size-grams (left out when ngram_size is 0). The
+    component applies softmax (exclusive_classes) or sigmoid."""
+    heads = []
+    if tok2vec is not None:
+        width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
+        if not width:
+            raise ValueError("TorchTextCat needs a tok2vec with a known output width (dim 'nO')")
+        heads.append(
+            chain(
+                tok2vec,
+                list2ragged(),
+                TorchWrapper(
+                    PoolingHead(width, hidden_width, nO or 1, dropout),
+                    output_layer="output",
+                    name="torch_textcat_pooling",
+                ),
+            )
         )
-    pooled = chain(
-        tok2vec,
-        list2ragged(),
-        TorchWrapper(
-            PoolingHead(width, hidden_width, nO or 1, dropout),
-            output_layer="output",
-            name="torch_textcat_pooling",
-        ),
-    )
     if ngram_size:
-        bow = chain(
-            hashed_ngrams("LOWER", ngram_size, ngram_rows),
-            TorchWrapper(
-                BagOfNgrams(ngram_rows, nO or 1),
-                output_layer="output",
-                name="torch_textcat_ngrams",
-            ),
+        heads.append(
+            chain(
+                hashed_ngrams("LOWER", ngram_size, ngram_rows),
+                TorchWrapper(
+                    BagOfNgrams(ngram_rows, nO or 1),
+                    output_layer="output",
+                    name="torch_textcat_ngrams",
+                ),
+            )
         )
-        model = add(pooled, bow)
-    else:
-        model = pooled
+    if not heads:
+        raise ValueError("TorchTextCat needs a tok2vec, ngram_size > 0, or both")
+    model = add(*heads) if len(heads) > 1 else heads[0]
     model.name = "torch_textcat"
-    model.set_ref("tok2vec", tok2vec)
+    if tok2vec is not None:
+        model.set_ref("tok2vec", tok2vec)
     model.attrs["resize_output"] = resize_output
     model.attrs["exclusive_classes"] = exclusive_classes
     return model

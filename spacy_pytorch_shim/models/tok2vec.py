@@ -22,27 +22,21 @@ class HashEmbedEncoder(nn.Module):
     def __init__(self, n_rows: int, n_attrs: int, width: int, encoder: nn.Module):
         super().__init__()
         self.feature_dropout = nn.Dropout(0.1)
-        self.embed = nn.Embedding(n_rows, width)
+        self.embed = nn.EmbeddingBag(n_rows, width, mode="sum")
         nn.init.normal_(self.embed.weight, std=0.1)
         self.mix = nn.Linear(n_attrs * width, width)
         self.norm = nn.LayerNorm(width)
         self.encoder = encoder
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        n_tokens, n_attrs, _ = ids.shape
-        vectors = self.embed(ids).sum(2)
+        n_tokens, n_attrs, n_hashes = ids.shape
+        vectors = self.embed(ids.reshape(n_tokens * n_attrs, n_hashes))
+        vectors = vectors.reshape(n_tokens, n_attrs, self.embed.embedding_dim)
         if self.training:
             vectors = vectors * self.feature_dropout(vectors.new_ones(n_tokens, n_attrs, 1))
         vectors = vectors.reshape(n_tokens, n_attrs * self.embed.embedding_dim)
         vectors = self.norm(nn.functional.gelu(self.mix(vectors)))
-        if n_tokens == 0:
-            return vectors
-        lengths = lengths.long()
-        batch, seq_len = len(lengths), int(lengths.max())
-        mask = torch.arange(seq_len, device=ids.device)[None, :] < lengths[:, None]
-        padded = vectors.new_zeros(batch, seq_len, vectors.shape[1])
-        padded[mask] = vectors
-        return self.encoder(padded, mask)[mask]
+        return self.encoder(vectors, lengths.long())
 
 
 def build_torch_tok2vec(

@@ -17,10 +17,11 @@ N_INIT_EXAMPLES = 10
 class TorchLabelledPipe(TrainablePipe):
     """Base for components whose torch model has one output block per label.
 
-    A label added once the model holds trained weights is *masked*: its
-    outputs are left out of every prediction, so existing predictions stay
-    exactly as they were, until an update sees it in the gold data; from then
-    on it is trained like any other (a bias of -inf would never learn).
+    A label added after initialization (when the model may hold trained
+    weights) gets new zero output rows and is *masked*: its outputs are left
+    out of every prediction, so existing predictions stay exactly as they
+    were, until an update sees it in the gold data; from then on it is
+    trained like any other (a bias of -inf, spaCy's way, would never learn).
     """
 
     def __init__(self, vocab: Vocab, model: Model, name: str, *, scorer: Optional[Callable], **cfg):
@@ -48,22 +49,22 @@ class TorchLabelledPipe(TrainablePipe):
             raise ValueError(f"{self.name}: labels must be strings, got {label!r}")
         if label in self.labels:
             return 0
-        self._require_model_editable()
+        if "resize_output" not in self.model.attrs:
+            raise ValueError(
+                f"{self.name}: the model has no attrs['resize_output'], so label "
+                f"'{label}' cannot be added"
+            )
         self.cfg["labels"].append(label)
-        if self.is_resizable_now:
+        if self.is_initialized:
             self.model.attrs["resize_output"](self.model, self.n_outputs(len(self.labels)))
             self.cfg["masked_labels"].append(label)
         self.vocab.strings.add(label)
         return 1
 
     @property
-    def is_resizable_now(self) -> bool:
-        """True once the model has been initialized (its outputs exist)."""
+    def is_initialized(self) -> bool:
+        """True once the model's outputs have been sized to the labels."""
         return bool(self.cfg.get("initialized"))
-
-    def _require_model_editable(self) -> None:
-        if "resize_output" not in self.model.attrs:
-            raise ValueError(f"{self.name}: the model has no attrs['resize_output'], so labels cannot be added")
 
     def unmask(self, labels: Iterable[str]) -> None:
         masked = self.cfg["masked_labels"]

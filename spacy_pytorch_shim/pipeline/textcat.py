@@ -145,10 +145,9 @@ class TorchTextCategorizer(TorchLabelledPipe):
         return probs
 
     def set_annotations(self, docs: Iterable[Doc], scores: Floats2d) -> None:
-        scores = self.model.ops.to_numpy(scores)
-        for i, doc in enumerate(docs):
-            for j, label in enumerate(self.labels):
-                doc.cats[label] = float(scores[i, j])
+        labels = self.labels
+        for doc, row in zip(docs, self.model.ops.to_numpy(scores).tolist()):
+            doc.cats.update(zip(labels, row))
 
     def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
         examples = list(examples)

@@ -92,3 +92,13 @@ def test_textcat_shapes_gradients_and_resize(docs, ngram_size):
     assert new.shape == (len(docs), 4)
     numpy.testing.assert_allclose(new[:, :3], old, atol=1e-6)
     numpy.testing.assert_allclose(new[:, 3], 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "bilstm"])
+def test_docs_in_a_batch_do_not_see_each_other(docs, encoder):
+    model = small_tok2vec(encoder)
+    model.initialize(X=docs)
+    batched = model.predict(docs)
+    for doc, together in zip(docs, batched):
+        alone = model.predict([doc])[0]
+        numpy.testing.assert_allclose(alone, together, atol=1e-5)
