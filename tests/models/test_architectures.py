@@ -102,3 +102,15 @@ def test_docs_in_a_batch_do_not_see_each_other(docs, encoder):
     for doc, together in zip(docs, batched):
         alone = model.predict([doc])[0]
         numpy.testing.assert_allclose(alone, together, atol=1e-5)
+
+
+def test_textcat_bag_of_ngrams_alone(docs):
+    model = build_textcat(tok2vec=None, exclusive_classes=False, ngram_size=2, ngram_rows=64, nO=2)
+    model.initialize(X=docs)
+    Y, backprop = model.begin_update(docs)
+    assert Y.shape == (len(docs), 2) and not model.has_ref("tok2vec")
+    backprop(numpy.ones_like(Y))
+    model.finish_update(Adam(0.01))
+    assert model.predict(docs)[0].any()
+    with pytest.raises(ValueError, match="tok2vec, ngram_size > 0, or both"):
+        build_textcat(tok2vec=None, exclusive_classes=True, ngram_size=0)
