@@ -153,13 +153,11 @@ def trained(tiny_data, tmp_path_factory) -> Dict[str, tuple]:
 
 
 @pytest.fixture(scope="session")
-def config_checks(tiny_data) -> Dict[tuple, subprocess.CompletedProcess]:
+def config_checks(tiny_data, tmp_path_factory) -> Dict[tuple, subprocess.CompletedProcess]:
     """`spacy debug config` and `spacy init fill-config` for every config,
-    two at a time: {(command, config): result}; fill-config writes next to
-    nothing but a temp file named in the result's args."""
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix="fill_config_"))
+    two at a time: {(command, config): result}. fill-config writes to a temp
+    file, the last of the result's args."""
+    tmp = tmp_path_factory.mktemp("fill_config")
     jobs = []
     for config, (sample, _) in CONFIG_DATA.items():
         data = tiny_data[sample]
