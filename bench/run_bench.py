@@ -43,6 +43,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -199,7 +200,9 @@ def run_cmd(cmd: List[str], log_path: Path, timeout: Optional[float] = None,
             if deadline and now > deadline and term_at is None:
                 timed_out = True
                 term_at = now
-                p.terminate()  # spaCy's train loop saves model-last on the way out
+                # SIGINT: KeyboardInterrupt, so spacy train's `finally` saves
+                # model-last; model-best is whatever the last dev evaluation kept
+                p.send_signal(signal.SIGINT)
             elif term_at is not None and now > term_at + 60:
                 p.kill()
             time.sleep(0.05)
@@ -664,6 +667,9 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
                       "train_s": train_loop,
                       "wps": t["update_words"] / train_loop if train_loop > 0 else None,
                       "s_per_epoch": train_loop / epochs, "evals": t["evals"]})
+        if tr["timed_out"]:  # fewer words than planned were seen
+            train["wps_wall"] = t["update_words"] / tr["wall_s"]
+            train["s_per_epoch_wall"] = train["s_per_epoch"] = None
         if t.get("peak_rss_mb"):
             train["peak_rss_mb"] = max(train["peak_rss_mb"] or 0, t["peak_rss_mb"])
     res["train"] = train
@@ -677,7 +683,8 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
     if tr["timed_out"]:
         res["status"] = "timeout (partial training)"
     if not best.exists():
-        res["status"] = "failed: no model-best"
+        res["status"] = ("timeout: no model-best yet" if tr["timed_out"]
+                         else "failed: no model-best")
         cache.write_text(json.dumps(res, indent=1))
         return res
     log(f"{ds} / {system}: trained in {tr['wall_s']:.0f}s "
@@ -1043,7 +1050,8 @@ def plot(results: dict, out: Path) -> Optional[Path]:
         ax.set_ylabel(f"test {main}")
         ax.set_title(TASK_TITLES[task], fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(f"Score against inference speed ({results['mode']} mode; "
                  f"circle: spaCy, square: ours)", fontsize=10)
     fig.tight_layout()
