@@ -4,7 +4,7 @@ from typing import Callable, List, Sequence, Tuple
 import numpy
 from spacy.attrs import intify_attr
 from spacy.tokens import Doc
-from thinc.api import Model
+from thinc.api import Model, NumpyOps
 from thinc.types import Ints2d, Ragged
 
 N_HASHES = 4
@@ -34,8 +34,13 @@ def hashed_token_features(attrs: Sequence[str], rows: Sequence[int]) -> Model[Li
     )
 
 
+# Hashing runs on the CPU (the keys come from docs as numpy arrays); the ids
+# are moved to the model's device (numpy or cupy) at the end.
+_CPU_OPS = NumpyOps()
+
+
 def _token_features_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Callable]:
-    ops = model.ops
+    ops = _CPU_OPS
     attr_ids = model.attrs["attr_ids"]
     rows, offsets = model.attrs["rows"], model.attrs["offsets"]
     lengths = numpy.asarray([len(doc) for doc in docs], dtype="int32")
@@ -48,7 +53,7 @@ def _token_features_forward(model: Model, docs: List[Doc], is_train: bool) -> Tu
         for i in range(len(attr_ids)):
             hashed = ops.hash(numpy.ascontiguousarray(keys[:, i]), i)
             ids[:, i] = hashed.astype("int64") % rows[i] + offsets[i]
-    return Ragged(ops.asarray(ids), ops.asarray(lengths)), lambda d: []
+    return Ragged(model.ops.asarray(ids), model.ops.asarray(lengths)), lambda d: []
 
 
 def hashed_ngrams(attr: str, ngram_size: int, rows: int) -> Model[List[Doc], Ragged]:
@@ -65,7 +70,7 @@ def hashed_ngrams(attr: str, ngram_size: int, rows: int) -> Model[List[Doc], Rag
 
 
 def _ngrams_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Callable]:
-    ops = model.ops
+    ops = _CPU_OPS
     size, rows = model.attrs["ngram_size"], model.attrs["rows"]
     per_doc: List[Ints2d] = []
     for doc in docs:
@@ -75,4 +80,4 @@ def _ngrams_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragg
     lengths = numpy.asarray([len(k) for k in per_doc], dtype="int32")
     keys = numpy.concatenate(per_doc) if per_doc else numpy.zeros((0,), dtype="uint64")
     ids = (keys % numpy.uint64(rows)).astype("int64")
-    return Ragged(ops.asarray(ids), ops.asarray(lengths)), lambda d: []
+    return Ragged(model.ops.asarray(ids), model.ops.asarray(lengths)), lambda d: []

@@ -57,9 +57,8 @@ class TorchShim(Shim):
         # Dynamic loss scaling for float16 on CUDA: gradients coming in are
         # multiplied by the scale, unscaled before the update; an overflow
         # halves the scale and skips the step, GROWTH_INTERVAL good steps double it.
-        self._loss_scale: Optional[float] = (
-            INITIAL_LOSS_SCALE if mixed_precision and device.type == "cuda" else None
-        )
+        # (Decided here, not by device: a model built on the CPU may move.)
+        self._loss_scale: Optional[float] = INITIAL_LOSS_SCALE if mixed_precision else None
         self._good_steps = 0
         self._is_train: Optional[bool] = None
         self._dropout_rate: Optional[float] = None
@@ -114,8 +113,11 @@ class TorchShim(Shim):
         device_type = self.device.type
         if self._mixed_precision or torch.is_autocast_enabled(device_type):
             # enabled=False also switches off an autocast region around us.
+            # float16 autocast on CUDA only: on the CPU it would give bfloat16
+            # outputs, which numpy cannot hold.
             autocast: Any = torch.autocast(
-                device_type=device_type, enabled=self._mixed_precision
+                device_type=device_type,
+                enabled=self._mixed_precision and device_type == "cuda",
             )
         else:
             autocast = contextlib.nullcontext()
@@ -345,7 +347,7 @@ def check_state_dict(
             )
     if problems:
         raise ValueError(
-            "Cannot load torch weights into this model (nothing was loaded): "
+            "Cannot load torch weights into this torch module (nothing was loaded into it): "
             + "; ".join(problems)
         )
 

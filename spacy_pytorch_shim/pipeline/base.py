@@ -21,7 +21,7 @@ class TorchLabelledPipe(TrainablePipe):
     weights) gets new zero output rows and is *masked*: its outputs are left
     out of every prediction, so existing predictions stay exactly as they
     were, until an update sees it in the gold data; from then on it is
-    trained like any other (a bias of -inf, spaCy's way, would never learn).
+    trained like any other (spaCy's bias of -5000 would never learn).
     """
 
     def __init__(self, vocab: Vocab, model: Model, name: str, *, scorer: Optional[Callable], **cfg):
@@ -83,7 +83,8 @@ class TorchLabelledPipe(TrainablePipe):
     def _initialize_labels(self, get_examples: Callable[[], Iterable[Example]], labels: Optional[Iterable[str]]) -> List[Example]:
         validate_get_examples(get_examples, f"{type(self).__name__}.initialize")
         if labels is None:
-            labels = self.labels_from_examples(get_examples())
+            # Labels added before initialize stay, like spaCy's own components.
+            labels = list(self.labels) + self.labels_from_examples(get_examples())
         labels = list(dict.fromkeys(labels))
         if not labels:
             raise ValueError(
