@@ -5,7 +5,7 @@ import numpy
 from spacy.attrs import intify_attr
 from spacy.tokens import Doc
 from thinc.api import Model, NumpyOps
-from thinc.types import Ints2d, Ragged
+from thinc.types import Ints1d, Ragged
 
 N_HASHES = 4
 
@@ -37,6 +37,7 @@ def hashed_token_features(attrs: Sequence[str], rows: Sequence[int]) -> Model[Li
 # Hashing runs on the CPU (the keys come from docs as numpy arrays); the ids
 # are moved to the model's device (numpy or cupy) at the end.
 _CPU_OPS = NumpyOps()
+BIAS_ROW = numpy.zeros((1,), dtype="uint64")
 
 
 def _token_features_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Callable]:
@@ -58,7 +59,9 @@ def _token_features_forward(model: Model, docs: List[Doc], is_train: bool) -> Tu
 
 def hashed_ngrams(attr: str, ngram_size: int, rows: int) -> Model[List[Doc], Ragged]:
     """Docs -> Ragged int64 ids of every 1..ngram_size-gram of `attr`, hashed
-    into `rows` rows: the input of a bag-of-ngrams layer."""
+    into rows 1..rows-1, plus row 0 in every doc: the input of a
+    bag-of-ngrams layer, whose row 0 is then a per-label bias (rare labels
+    need one, and it resizes along with the other rows)."""
     attr_id = intify_attr(attr)
     if attr_id is None:
         raise ValueError(f"Unknown token attribute '{attr}'")
@@ -72,12 +75,12 @@ def hashed_ngrams(attr: str, ngram_size: int, rows: int) -> Model[List[Doc], Rag
 def _ngrams_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Callable]:
     ops = _CPU_OPS
     size, rows = model.attrs["ngram_size"], model.attrs["rows"]
-    per_doc: List[Ints2d] = []
+    n_hashed = numpy.uint64(rows - 1)
+    bags: List[Ints1d] = []
     for doc in docs:
         keys = doc.to_array(model.attrs["attr_id"]).astype("uint64")
         grams = [keys] + [ops.ngrams(n, keys) for n in range(2, min(size, len(keys)) + 1)]
-        per_doc.append(numpy.concatenate(grams))
-    lengths = numpy.asarray([len(k) for k in per_doc], dtype="int32")
-    keys = numpy.concatenate(per_doc) if per_doc else numpy.zeros((0,), dtype="uint64")
-    ids = (keys % numpy.uint64(rows)).astype("int64")
+        bags.append(numpy.concatenate([BIAS_ROW] + [1 + g % n_hashed for g in grams]))
+    lengths = numpy.asarray([len(bag) for bag in bags], dtype="int32")
+    ids = numpy.concatenate(bags).astype("int64") if bags else numpy.zeros((0,), dtype="int64")
     return Ragged(model.ops.asarray(ids), model.ops.asarray(lengths)), lambda d: []

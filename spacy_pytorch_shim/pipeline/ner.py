@@ -15,14 +15,14 @@ from .base import TorchLabelledPipe
 DEFAULT_NER_MODEL = """
 [model]
 @architectures = "spacy-pytorch-shim.TorchNERTagger.v1"
-hidden_width = 64
+hidden_width = 128
 dropout = 0.1
 
 [model.tok2vec]
 @architectures = "spacy-pytorch-shim.TorchTok2Vec.v1"
-width = 96
+width = 128
 attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
-rows = [5000, 1000, 2500, 2500]
+rows = [10000, 2000, 5000, 5000]
 
 [model.tok2vec.encoder]
 @architectures = "spacy-pytorch-shim.CNNEncoder.v1"

@@ -20,6 +20,7 @@ DATA = ROOT / "data"
 CONFIG_DATA: Dict[str, tuple] = {
     "ner": ("btc-sample", ["ents_f", "ents_p", "ents_r", "ents_per_type"]),
     "textcat": ("banking77-sample", ["cats_score", "cats_macro_auc", "cats_macro_f"]),
+    "textcat_cnn": ("banking77-sample", ["cats_score", "cats_macro_auc", "cats_macro_f"]),
     "textcat_multilabel": ("goemotions-sample", ["cats_score", "cats_macro_auc", "cats_micro_f"]),
     "ner_spacy_tok2vec": ("btc-sample", ["ents_f", "ents_p", "ents_r"]),
     "torch_tok2vec_spacy_ner": ("btc-sample", ["ents_f", "ents_p", "ents_r"]),

@@ -15,6 +15,7 @@ import pytest
 CONFIG_NAMES = [
     "ner",
     "textcat",
+    "textcat_cnn",
     "textcat_multilabel",
     "ner_spacy_tok2vec",
     "torch_tok2vec_spacy_ner",
