@@ -36,6 +36,19 @@ dropout = 0.1
 DEFAULT_MULTILABEL_MODEL = DEFAULT_TEXTCAT_MODEL.replace(
     "exclusive_classes = true", "exclusive_classes = false"
 )
+# spaCy's textcat score weights: cats_score drives model selection.
+SCORE_WEIGHTS = {
+    "cats_score": 1.0,
+    "cats_score_desc": None,
+    "cats_micro_p": None,
+    "cats_micro_r": None,
+    "cats_micro_f": None,
+    "cats_macro_p": None,
+    "cats_macro_r": None,
+    "cats_macro_f": None,
+    "cats_macro_auc": None,
+    "cats_f_per_type": None,
+}
 
 
 @Language.factory(
@@ -46,18 +59,7 @@ DEFAULT_MULTILABEL_MODEL = DEFAULT_TEXTCAT_MODEL.replace(
         "threshold": 0.0,
         "scorer": {"@scorers": "spacy.textcat_scorer.v2"},
     },
-    default_score_weights={
-        "cats_score": 1.0,
-        "cats_score_desc": None,
-        "cats_micro_p": None,
-        "cats_micro_r": None,
-        "cats_micro_f": None,
-        "cats_macro_p": None,
-        "cats_macro_r": None,
-        "cats_macro_f": None,
-        "cats_macro_auc": None,
-        "cats_f_per_type": None,
-    },
+    default_score_weights=SCORE_WEIGHTS,
 )
 def make_torch_textcat(
     nlp: Language, name: str, model: Model[List[Doc], Floats2d], threshold: float, scorer: Optional[Callable]
@@ -74,18 +76,7 @@ def make_torch_textcat(
         "threshold": 0.5,
         "scorer": {"@scorers": "spacy.textcat_multilabel_scorer.v2"},
     },
-    default_score_weights={
-        "cats_score": 1.0,
-        "cats_score_desc": None,
-        "cats_micro_p": None,
-        "cats_micro_r": None,
-        "cats_micro_f": None,
-        "cats_macro_p": None,
-        "cats_macro_r": None,
-        "cats_macro_f": None,
-        "cats_macro_auc": None,
-        "cats_f_per_type": None,
-    },
+    default_score_weights=SCORE_WEIGHTS,
 )
 def make_torch_textcat_multilabel(
     nlp: Language, name: str, model: Model[List[Doc], Floats2d], threshold: float, scorer: Optional[Callable]
