@@ -28,17 +28,19 @@ demo: install
 
 ## Benchmarks against spaCy's built-in components and plain PyTorch (see docs/benchmarks.md).
 bench: install
-	$(BIN)/python bench/shim_overhead.py --out bench/results/full/shim_overhead.md
+	$(BIN)/python bench/shim_overhead.py --threads 1 --out bench/results/full/shim_overhead.md
 	$(BIN)/python bench/run_bench.py --out bench/results --shim-overhead bench/results/full/shim_overhead.md
 
 ## A few minutes: fewer epochs, subsampled data.
 bench-quick: install
-	$(BIN)/python bench/shim_overhead.py --quick --out bench/results/quick/shim_overhead.md
+	$(BIN)/python bench/shim_overhead.py --threads 1 --quick --out bench/results/quick/shim_overhead.md
 	$(BIN)/python bench/run_bench.py --quick --out bench/results --shim-overhead bench/results/quick/shim_overhead.md
 
-## One training step of a BiLSTM: TorchWrapper vs plain PyTorch vs Thinc's PyTorchWrapper_v2.
+## One training step of a BiLSTM: TorchWrapper vs plain PyTorch vs Thinc's PyTorchWrapper_v2
+## (one torch thread: on a 2-core machine with anything else running, two threads
+## make step times jump by up to 30x and the ratios meaningless).
 bench-shim: install
-	$(BIN)/python bench/shim_overhead.py --out bench/results/shim_overhead.md
+	$(BIN)/python bench/shim_overhead.py --threads 1 --out bench/results/shim_overhead.md
 
 ## A grid of config overrides on one dataset: markdown table + PNG (docs/experiments.md).
 GRID_CONFIG ?= configs/ner.cfg
