@@ -875,7 +875,8 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
                 if r is None:
                     continue
                 tr = r.get("train", {})
-                cells = [ds, sysname, r["status"], str(d["epochs"]),
+                status = r["status"] + (f" (reused, {r.get('finished')})" if r.get("reused") else "")
+                cells = [ds, sysname, status, str(d["epochs"]),
                          str(_get(d, "data", "train", "docs"))]
                 cells += [fmt(_get(r, "test", k)) for k, _ in score_cols]
                 cells += [fmt(tr.get("wps"), ".0f"), fmt(tr.get("wps_wall"), ".0f"),
