@@ -159,3 +159,23 @@ def test_initialize_with_given_labels():
     nlp.initialize(lambda: egs)
     nlp.get_pipe("ner").initialize(lambda: egs, labels=["LOC", "ORG", "PER"])
     assert nlp.get_pipe("ner").labels == ("PER", "LOC", "ORG")
+
+
+def test_outside_loss_weight_scales_the_gradient_of_gold_O_tokens(trained):
+    nlp, _ = trained
+    ner = nlp.get_pipe("ner")
+    egs = examples(nlp, [("Alice lives in Paris", [(0, 5, "PER"), (15, 20, "LOC")])])
+    scores = ner.model.predict([eg.predicted for eg in egs])
+    ner.cfg["outside_loss_weight"] = 1.0
+    _, full = ner.get_loss(egs, scores)
+    ner.cfg["outside_loss_weight"] = 0.25
+    _, weighted = ner.get_loss(egs, scores)
+    outside = [1, 2]  # "lives", "in"
+    numpy.testing.assert_allclose(weighted[0][outside], 0.25 * full[0][outside], rtol=1e-6)
+    numpy.testing.assert_allclose(weighted[0][[0, 3]], full[0][[0, 3]], rtol=1e-6)
+
+
+def test_outside_loss_weight_must_be_in_unit_interval():
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="outside_loss_weight"):
+        nlp.add_pipe("torch_ner", config={**CFG, "outside_loss_weight": 0.0})
