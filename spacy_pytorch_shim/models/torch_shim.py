@@ -1,6 +1,5 @@
 """The Thinc shim that owns a torch module: updates, EMA, dropout, bytes."""
 import contextlib
-import itertools
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -80,7 +79,7 @@ class TorchShim(Shim):
     def device(self) -> torch.device:
         # The device of the first parameter. Its owner and name are cached: an
         # identity check tells whether the module still holds that tensor.
-        ref = getattr(self, "_device_ref", None)
+        ref = self._device_ref
         if ref is not None and ref[0]._parameters.get(ref[1]) is ref[2]:
             return ref[2].device
         for module in self._model.modules():
@@ -88,8 +87,8 @@ class TorchShim(Shim):
                 if param is not None:
                     self._device_ref = (module, name, param)
                     return param.device
-        for tensor in itertools.chain(self._model.parameters(), self._model.buffers()):
-            return tensor.device
+        for buffer in self._model.buffers():
+            return buffer.device
         return get_torch_default_device()
 
     # ------------------------------------------------------------------ mode
@@ -161,11 +160,12 @@ class TorchShim(Shim):
             update[1].grad = None
 
     def _param_views(self) -> List[Tuple[str, torch.nn.Parameter, Any, Any, Any]]:
-        """`(name, parameter, array view of its data, array module, key)` for every
-        parameter. The views are kept between steps and rebuilt for any
-        parameter that was replaced (resizing) or whose data moved."""
+        """`(name, parameter, array view of its data, array module, where)` for
+        every parameter, `where` being the data's pointer, shape and stride. The
+        views are kept between steps and rebuilt for any parameter that was
+        replaced (resizing) or whose data moved."""
         params = list(self._model.named_parameters())
-        cached = getattr(self, "_views", None)
+        cached = self._views
         if cached is None or len(cached) != len(params):
             cached = [None] * len(params)  # type: ignore[list-item]
         views = []
