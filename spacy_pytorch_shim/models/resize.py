@@ -46,7 +46,7 @@ def resize_embedding(
 ) -> EmbeddingLayer:
     """Resize an Embedding or EmbeddingBag table: its rows (new rows are zero
     vectors) and/or its columns (new columns are zero)."""
-    if not isinstance(layer, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+    if not isinstance(layer, EMBEDDING_TYPES):
         raise TypeError(
             f"resize_embedding needs a torch.nn.Embedding or EmbeddingBag, got {type(layer).__name__}"
         )
