@@ -5,7 +5,7 @@ import spacy
 from spacy.training import Example
 from thinc.api import Adam
 
-from spacy_pytorch_shim.pipeline.ner import biluo_constraints, viterbi_biluo
+from spacy_pytorch_shim.pipeline.ner import biluo_constraints, decode_biluo, viterbi_biluo
 
 TRAIN = [
     ("Alice lives in Paris", [(0, 5, "PER"), (15, 20, "LOC")]),
@@ -58,13 +58,15 @@ def test_learns_training_data(trained):
     assert scores["ents_f"] == 1.0 and set(scores["ents_per_type"]) == {"PER", "LOC"}
 
 
-def test_viterbi_always_gives_valid_biluo():
+@pytest.mark.parametrize("decode", [viterbi_biluo, decode_biluo])
+def test_decoding_always_gives_valid_biluo(decode):
     """Random scores decode into sequences that obey every BILUO constraint."""
     rng = numpy.random.default_rng(0)
     n_labels = 3
     allowed, start, end = biluo_constraints(n_labels)
     log_probs = [rng.normal(size=(n, 1 + 4 * n_labels)).astype("f") for n in (1, 2, 7, 30, 0, 5)]
-    for x, tags in zip(log_probs, viterbi_biluo(log_probs, n_labels)):
+    log_probs = [x - numpy.logaddexp.reduce(x, axis=1, keepdims=True) for x in log_probs]
+    for x, tags in zip(log_probs, decode(log_probs, n_labels)):
         assert len(tags) == len(x)
         if not len(tags):
             continue
@@ -76,6 +78,38 @@ def test_viterbi_picks_the_best_valid_sequence():
     # Token scores prefer B-X then O, which is invalid; best valid is U-X, O.
     x = numpy.log(numpy.asarray([[0.05, 0.6, 0.0, 0.0, 0.35], [0.9, 0.0, 0.05, 0.05, 0.0]], dtype="f") + 1e-9)
     assert list(viterbi_biluo([x], 1)[0]) == [4, 0]
+
+
+def tag_log_probs(rows):
+    """Tag probabilities (O, then B I L U per label) -> log-probs."""
+    return numpy.log(numpy.asarray(rows, dtype="f") + 1e-9)
+
+
+def test_decode_finds_an_entity_whose_probability_is_split_between_labels():
+    # O is the most probable tag (0.4), but the token is an entity with 0.6,
+    # split over U-A (0.35) and U-B (0.25): the entity is kept, labelled A.
+    x = tag_log_probs([[0.4, 0.0, 0.0, 0.0, 0.35, 0.0, 0.0, 0.0, 0.25], [1.0] + [0.0] * 8])
+    assert list(viterbi_biluo([x], 2)[0]) == [0, 0]
+    assert list(decode_biluo([x], 2)[0]) == [4, 0]
+
+
+def test_decode_labels_each_span_by_its_tags_over_the_whole_span():
+    # Span B L: label A wins the first token, label B the second, but B's
+    # tags are better over the span (0.45 * 0.8 > 0.5 * 0.1).
+    x = tag_log_probs([
+        [0.0, 0.5, 0.0, 0.0, 0.0, 0.45, 0.0, 0.0, 0.05],
+        [0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0, 0.8, 0.1],
+        [0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1],
+    ])
+    assert list(decode_biluo([x], 2)[0]) == [5, 7, 0]
+
+
+def test_decode_never_uses_a_masked_label():
+    x = tag_log_probs([[0.1, 0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0, 0.7]])
+    x[:, 5:] = -numpy.inf  # label B masked
+    assert list(decode_biluo([x], 2)[0]) == [4]
+    x[:, 1:5] = -numpy.inf  # both masked: only O is left
+    assert list(decode_biluo([x], 2)[0]) == [0]
 
 
 def test_add_label_after_training_keeps_entities_then_learns_it(trained):
