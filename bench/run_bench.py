@@ -468,21 +468,19 @@ def _register_timing_logger() -> None:
                 st["n_updates"] += 1
                 return r
 
-            def evaluate(*args, **kwargs):
-                t = time.perf_counter()
-                r = orig_eval(*args, **kwargs)
-                st["eval_s"] += time.perf_counter() - t
-                st["n_evals"] += 1
-                return r
+            def timed(method, seconds_key, count_key):
+                def call(*args, **kwargs):
+                    t = time.perf_counter()
+                    r = method(*args, **kwargs)
+                    st[seconds_key] += time.perf_counter() - t
+                    st[count_key] += 1
+                    return r
 
-            def to_disk(*args, **kwargs):
-                t = time.perf_counter()
-                r = orig_save(*args, **kwargs)
-                st["save_s"] += time.perf_counter() - t
-                st["n_saves"] += 1
-                return r
+                return call
 
-            nlp.update, nlp.evaluate, nlp.to_disk = update, evaluate, to_disk
+            nlp.update = update
+            nlp.evaluate = timed(orig_eval, "eval_s", "n_evals")
+            nlp.to_disk = timed(orig_save, "save_s", "n_saves")
 
             def dump():
                 if path:

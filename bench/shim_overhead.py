@@ -120,33 +120,27 @@ def make_systems(device: str, seed: int) -> Dict[str, Dict[str, Callable]]:
             Y = plain(torch.as_tensor(X, device=device))
         return Y.numpy() if Y.device.type == "cpu" else Y
 
-    # ---- TorchWrapper
     ours = TorchWrapper(fresh(), device=torch.device(device))
-    ours_opt = thinc_optimizer()
-
-    def ours_train(X, dY):
-        Y, backprop = ours.begin_update(X)
-        dX = backprop(dY["xp"])
-        ours.finish_update(ours_opt)
-        ours_opt.step_schedules()
-        return dX
-
-    # ---- Thinc's PyTorchWrapper_v2
     thinc_model = PyTorchWrapper_v2(fresh())
-    thinc_opt = thinc_optimizer()
-
-    def thinc_train(X, dY):
-        Y, backprop = thinc_model.begin_update(X)
-        dX = backprop(dY["xp"])
-        thinc_model.finish_update(thinc_opt)
-        thinc_opt.step_schedules()
-        return dX
-
     return {
         "plain": {"train": plain_train, "predict": plain_predict},
-        "ours": {"train": ours_train, "predict": ours.predict},
-        "thinc": {"train": thinc_train, "predict": thinc_model.predict},
+        "ours": {"train": thinc_train_step(ours, thinc_optimizer()), "predict": ours.predict},
+        "thinc": {"train": thinc_train_step(thinc_model, thinc_optimizer()), "predict": thinc_model.predict},
     }
+
+
+def thinc_train_step(model, optimizer):
+    """One Thinc training step (forward, backward, update, schedules) of a
+    wrapped model: the same for our TorchWrapper and Thinc's PyTorchWrapper_v2."""
+
+    def train(X, dY):
+        Y, backprop = model.begin_update(X)
+        dX = backprop(dY["xp"])
+        model.finish_update(optimizer)
+        optimizer.step_schedules()
+        return dX
+
+    return train
 
 
 def bench(device: str, reps: int, warmup: int, seed: int, batch_sizes=BATCH_SIZES) -> Dict:

@@ -225,9 +225,9 @@ def _label_spans(log_probs: numpy.ndarray, positions: numpy.ndarray, n_labels: i
     columns = 1 + len(TAGS_PER_LABEL) * numpy.arange(n_labels)[None, :] + offsets[:, None]
     token_scores = numpy.take_along_axis(log_probs[inside], columns, axis=1)
     # Spans start at B and U; entity tokens are contiguous within a span.
-    starts = numpy.flatnonzero(numpy.isin(positions[inside], (1, 4)))
-    labels = numpy.add.reduceat(token_scores, starts, axis=0).argmax(axis=1)
-    span_of_token = numpy.cumsum(numpy.isin(positions[inside], (1, 4))) - 1
+    is_start = numpy.isin(positions[inside], (1, 4))
+    labels = numpy.add.reduceat(token_scores, numpy.flatnonzero(is_start), axis=0).argmax(axis=1)
+    span_of_token = numpy.cumsum(is_start) - 1
     tags[inside] = columns[numpy.arange(len(inside)), labels[span_of_token]]
     return tags
 

@@ -29,16 +29,21 @@ def embed_weights(model):
     return wrapper.shims[0].module.embed.weight.detach().clone()
 
 
+def assert_update_changes_embeddings(model, backprop, dY):
+    """The gradient reaches the torch tok2vec's embedding table."""
+    before = embed_weights(model)
+    backprop(dY)
+    model.finish_update(Adam(0.01))
+    assert not numpy.array_equal(before, embed_weights(model))
+
+
 @pytest.mark.parametrize("encoder", ["cnn", "bilstm"])
 def test_tok2vec_gives_one_row_per_token_and_trains(docs, encoder):
     model = small_tok2vec(encoder)
     model.initialize(X=docs)
     Y, backprop = model.begin_update(docs)
     assert [y.shape for y in Y] == [(len(doc), 16) for doc in docs]
-    before = embed_weights(model)
-    backprop([numpy.ones_like(y) for y in Y])
-    model.finish_update(Adam(0.01))
-    assert not numpy.array_equal(before, embed_weights(model))
+    assert_update_changes_embeddings(model, backprop, [numpy.ones_like(y) for y in Y])
 
 
 def test_encoder_width_mismatch_is_a_clear_error():
@@ -51,10 +56,7 @@ def test_ner_tagger_shapes_gradients_and_resize(docs):
     model.initialize(X=docs)
     Y, backprop = model.begin_update(docs)
     assert [y.shape for y in Y] == [(len(doc), 5) for doc in docs]
-    before = embed_weights(model)
-    backprop([numpy.ones_like(y) for y in Y])
-    model.finish_update(Adam(0.01))
-    assert not numpy.array_equal(before, embed_weights(model))
+    assert_update_changes_embeddings(model, backprop, [numpy.ones_like(y) for y in Y])
     old = model.predict(docs)
     model.attrs["resize_output"](model, 9)
     new = model.predict(docs)
@@ -82,10 +84,7 @@ def test_textcat_shapes_gradients_and_resize(docs, ngram_size):
     model.initialize(X=docs)
     Y, backprop = model.begin_update(docs)
     assert Y.shape == (len(docs), 3)
-    before = embed_weights(model)
-    backprop(numpy.ones_like(Y))
-    model.finish_update(Adam(0.01))
-    assert not numpy.array_equal(before, embed_weights(model))
+    assert_update_changes_embeddings(model, backprop, numpy.ones_like(Y))
     old = model.predict(docs)
     model.attrs["resize_output"](model, 4)
     new = model.predict(docs)
