@@ -8,6 +8,7 @@ from thinc.api import Model
 from .models import TorchWrapper
 from .models.encoders import build_bilstm_encoder, build_cnn_encoder
 from .models.ner import build_ner_tagger
+from .models.param_groups import with_param_groups
 from .models.textcat import build_textcat
 from .models.tok2vec import build_torch_tok2vec
 
@@ -38,3 +39,4 @@ cnn_encoder_v1 = build_cnn_encoder
 bilstm_encoder_v1 = build_bilstm_encoder
 torch_ner_tagger_v1 = build_ner_tagger
 torch_textcat_v1 = build_textcat
+param_groups_v1 = with_param_groups

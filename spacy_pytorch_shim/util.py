@@ -11,6 +11,7 @@ ARCHITECTURES = [
     "spacy-pytorch-shim.BiLSTMEncoder.v1",
     "spacy-pytorch-shim.TorchNERTagger.v1",
     "spacy-pytorch-shim.TorchTextCat.v1",
+    "spacy-pytorch-shim.ParamGroups.v1",
 ]
 FACTORIES = ["torch_ner", "torch_textcat", "torch_textcat_multilabel"]
 

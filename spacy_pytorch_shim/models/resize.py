@@ -8,7 +8,8 @@ valid) and returned.
 from typing import Dict, Optional, Tuple, Union
 
 import torch
-from thinc.api import Model
+from thinc.api import Model, get_array_module
+from thinc.util import torch2xp, xp2torch
 
 from .torch_shim import TorchShim
 
@@ -71,14 +72,29 @@ def resize_output(model: Model, new_nO: int) -> Model:
     nodes = [node for node in model.walk() if _is_wrapper(node) and "torch_output_layer" in node.attrs]
     if not nodes:
         raise ValueError(f"Model '{model.name}' holds no TorchWrapper with attrs['torch_output_layer']")
+    old_widths = set()
     for node in nodes:
         layer_name = node.attrs["torch_output_layer"]
         layer = node.shims[0].module.get_submodule(layer_name)
+        old_widths.add(output_width(layer))
         if isinstance(layer, torch.nn.Linear):
             resize_layer(node, layer_name, out_features=new_nO, bias_fill=node.attrs["output_bias_fill"])
         else:
             resize_layer(node, layer_name, embedding_dim=new_nO)
+    # Thinc keeps the output width in dims["nO"], on the wrappers and on the
+    # combinators (chain, add) that output what they output.
+    resized = set(map(id, nodes))
+    for node in model.walk():
+        if node.has_dim("nO") is True and (id(node) in resized or (
+            node.get_dim("nO") in old_widths and any(id(n) in resized for n in node.walk())
+        )):
+            node.set_dim("nO", new_nO, force=True)
     return model
+
+
+def output_width(layer: torch.nn.Module) -> int:
+    """A resizable layer's output width: a Linear's rows, an embedding's columns."""
+    return layer.out_features if isinstance(layer, torch.nn.Linear) else layer.embedding_dim
 
 
 def resize_input(model: Model, new_nI: int) -> Model:
@@ -111,8 +127,30 @@ def resize_layer(model: Model, layer_name: str, **sizes) -> Model:
             f"Cannot resize '{layer_name}': {type(layer).__name__} is not a Linear, Embedding or EmbeddingBag"
         )
     for name, old_shape in old_shapes.items():
-        shim.resize_optimizer_state(f"{layer_name}.{name}", old_shape)
+        resize_optimizer_state(shim, f"{layer_name}.{name}", old_shape)
     return model
+
+
+def resize_optimizer_state(shim: TorchShim, name: str, old_shape: Tuple[int, ...]) -> None:
+    """Give parameter `name`'s state in every optimizer that updated `shim`
+    (Adam moments, averages) the parameter's new shape: kept where old and new
+    overlap; new moments are zero and new averages start at the new
+    parameter's values."""
+    shim._forget_caches()
+    key = (shim.id, name)
+    param = shim.module.get_parameter(name).detach()
+    for optimizer in shim.optimizers:
+        stores = ((optimizer.mom1, False), (optimizer.mom2, False), (optimizer.averages, True))
+        for store, like_param in stores:
+            if store is None or key not in store:
+                continue
+            old = store[key]
+            xp = get_array_module(old)
+            resized = param.clone() if like_param else torch.zeros_like(param)
+            overlap = tuple(slice(0, min(a, b)) for a, b in zip(old_shape, param.shape))
+            resized[overlap] = xp2torch(old, device=param.device).reshape(old_shape)[overlap]
+            new = xp.ascontiguousarray(torch2xp(resized))
+            store[key] = new.ravel() if old.ndim == 1 and param.ndim != 1 else new
 
 
 def _resized_parameter(

@@ -1,19 +1,26 @@
-"""The Thinc shim that owns a torch module: updates, EMA, dropout, bytes."""
+"""The Thinc shim that owns a torch module: forward, backward, the update."""
 import contextlib
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
-from thinc.api import Optimizer, get_array_module, get_torch_default_device
+from thinc.api import (
+    Optimizer,
+    get_array_module,
+    get_current_ops,
+    get_torch_default_device,
+    set_gpu_allocator,
+)
+from thinc.backends import CupyOps, context_pools
 from thinc.shims import Shim
+from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.types import ArgsKwargs
-from thinc.util import torch2xp, xp2torch
+from thinc.util import iterate_recursive, xp2torch
 
 from .convert import to_array
+from .optimizer import StateCache, fused_step, supports_fused
 from .serialization import load_module_bytes, module_to_bytes
 
 MAX_OPTIMIZERS = 4
-INITIAL_LOSS_SCALE = 2.0**16
-GROWTH_INTERVAL = 2000
 
 # Modules whose dropout probability the caller's rate replaces, with the
 # attribute that holds it.
@@ -29,7 +36,11 @@ class TorchShim(Shim):
 
     Unlike Thinc's PyTorchShim, parameters are keyed in the optimizer as
     `(shim.id, parameter_name)` both when updating and in `use_params`, so
-    `model.use_params(optimizer.averages)` really swaps in the averages.
+    `model.use_params(optimizer.averages)` really swaps in the averages; and
+    Thinc's Adam and SGD run as one multi-tensor update (see `optimizer.py`).
+    Parameters with `requires_grad=False` are frozen: no gradient, no
+    optimizer state, no change. `learn_rate_multipliers` maps parameter names
+    to Thinc's `lr_scale`.
     """
 
     _model: torch.nn.Module
@@ -39,6 +50,7 @@ class TorchShim(Shim):
         module: torch.nn.Module,
         *,
         mixed_precision: bool = False,
+        grad_scaler: Optional[PyTorchGradScaler] = None,
         device: Optional[torch.device] = None,
     ):
         if not isinstance(module, torch.nn.Module):
@@ -49,23 +61,32 @@ class TorchShim(Shim):
         device = device if device is not None else get_torch_default_device()
         module.to(device)
         self._mixed_precision = mixed_precision
-        # Dynamic loss scaling for float16 on CUDA: gradients coming in are
-        # multiplied by the scale, unscaled before the update; an overflow
-        # halves the scale and skips the step, GROWTH_INTERVAL good steps double it.
-        # (Decided here, not by device: a model built on the CPU may move.)
-        self._loss_scale: Optional[float] = INITIAL_LOSS_SCALE if mixed_precision else None
-        self._good_steps = 0
+        # Thinc's loss scaler for float16 on CUDA (a no-op when disabled). It
+        # is used only while the module is on CUDA: a model built on the CPU
+        # may move.
+        self._grad_scaler = grad_scaler if grad_scaler is not None else PyTorchGradScaler(mixed_precision)
+        self._grad_scaler.to_(device)
+        self._grads_scaled = False
         self._is_train: Optional[bool] = None
         self._dropout_rate: Optional[float] = None
+        self.learn_rate_multipliers: Dict[str, float] = {}
         # The optimizers (most recent last) that hold state for our parameters,
         # so that resizing a parameter resizes that state too. Thinc's
-        # Optimizer cannot be weakly referenced, so only a few are kept.
+        # Optimizer cannot be weakly referenced, so only a few are kept; they
+        # are never pickled or copied with the shim.
         self._optimizers: List[Optimizer] = []
-        # Hot-path caches (performance only, checked on every use):
-        # the first parameter (owner module, attribute name, tensor) for
-        # `device`, and per parameter its array view for `finish_update`.
+        # Hot-path caches (performance only, checked on every use): the first
+        # parameter (owner module, attribute name, tensor) for `device`, and
+        # the tensors behind the optimizers' state arrays.
         self._device_ref: Optional[Tuple[torch.nn.Module, str, torch.Tensor]] = None
-        self._views: Optional[List[Tuple[str, torch.nn.Parameter, Any, Any, Any]]] = None
+        self._state_cache: StateCache = {}
+        if CupyOps.xp is not None and isinstance(get_current_ops(), CupyOps):
+            # One memory pool for cupy and torch, as Thinc's PyTorchShim does.
+            if "pytorch" not in context_pools.get():
+                from cupy import get_default_memory_pool
+
+                set_gpu_allocator("pytorch")
+                get_default_memory_pool().free_all_blocks()
 
     @property
     def module(self) -> torch.nn.Module:
@@ -123,90 +144,95 @@ class TorchShim(Shim):
             output = self._model(*inputs.args, **inputs.kwargs)
 
         def backprop(grads: ArgsKwargs) -> ArgsKwargs:
-            if self._loss_scale is not None:
-                grads.kwargs["grad_tensors"] = [
-                    g * self._loss_scale for g in grads.kwargs["grad_tensors"]
-                ]
+            scaling = self._mixed_precision and device_type == "cuda"
+            if scaling:
+                # Loss scaling, done locally: scaling the incoming gradients
+                # scales all gradients below them by the same factor.
+                grads.kwargs["grad_tensors"] = self._grad_scaler.scale(grads.kwargs["grad_tensors"])
+                self._grads_scaled = True
             torch.autograd.backward(*grads.args, **grads.kwargs)
+            if scaling:
+                # The input gradients leave us: unscale them now. Parameter
+                # gradients stay scaled (they may accumulate over several
+                # backward passes) until finish_update.
+                input_grads = [x.grad for x in iterate_recursive(_has_grad, inputs)]
+                self._grad_scaler.unscale(input_grads)
             return inputs
 
         return output, backprop
 
     def finish_update(self, optimizer: Optimizer) -> None:
-        """Let the Thinc optimizer update every parameter that has a gradient,
-        then drop the gradients (they are zeroed for the next step)."""
+        """Update every parameter that has a gradient as `optimizer` would,
+        in one multi-tensor step where the optimizer is Thinc's Adam or SGD,
+        then drop the gradients. A step whose scaled float16 gradients
+        overflowed is skipped (and the loss scale lowered)."""
         self._remember(optimizer)
-        if self._loss_scale is not None:
-            if not self._unscale_grads():
-                return
-        # Torch calls first, then the optimizer calls back to back, then the
-        # gradients dropped: interleaving them per parameter is measurably
-        # slower (each torch call after an optimizer call runs cold).
-        key_id = self.id
-        updates = [
-            (name, param, weights, xp, to_array(param.grad))
-            for name, param, weights, xp, _where in self._param_views()
-            if param.grad is not None
-        ]
-        for name, param, weights, xp, grad in updates:
-            new_weights, _ = optimizer((key_id, name), weights, grad)
-            if not xp.may_share_memory(new_weights, weights):
-                param.data.copy_(xp2torch(new_weights, device=param.device).view_as(param))
-        for update in updates:
-            update[1].grad = None
+        names: List[str] = []
+        params: List[torch.Tensor] = []
+        grads: List[torch.Tensor] = []
+        for name, param in self._model.named_parameters():
+            # Thinc's optimizer leaves empty parameters alone.
+            if param.grad is not None and param.numel():
+                names.append(name)
+                params.append(param)
+                grads.append(param.grad)
+        if not names:
+            return
+        skip = False
+        if self._grads_scaled:
+            skip = self._grad_scaler.unscale(grads)
+            self._grads_scaled = False
+        if not skip:
+            multipliers = self.learn_rate_multipliers
+            lr_scales = [multipliers.get(name, 1.0) for name in names]
+            with torch.no_grad():
+                if supports_fused(optimizer) and all(_fusable(p, g) for p, g in zip(params, grads)):
+                    fused_step(optimizer, self.id, names, [p.data for p in params], grads, lr_scales, self._state_cache)
+                else:
+                    self._per_parameter_step(optimizer, names, params, grads, lr_scales)
+        for param in params:
+            param.grad = None
+        self._grad_scaler.update()
 
-    def _param_views(self) -> List[Tuple[str, torch.nn.Parameter, Any, Any, Any]]:
-        """`(name, parameter, array view of its data, array module, where)` for
-        every parameter, `where` being the data's pointer, shape and stride. The
-        views are kept between steps and rebuilt for any parameter that was
-        replaced (resizing) or whose data moved."""
-        params = list(self._model.named_parameters())
-        cached = self._views
-        if cached is None or len(cached) != len(params):
-            cached = [None] * len(params)  # type: ignore[list-item]
-        views = []
-        for (name, param), entry in zip(params, cached):
-            where = (param.data_ptr(), param.shape, param.stride())
-            if entry is None or entry[0] != name or entry[1] is not param or entry[4] != where:
-                weights = torch2xp(param.data)
-                entry = (name, param, weights, get_array_module(weights), where)
-            views.append(entry)
-        self._views = views
-        return views
+    def _per_parameter_step(
+        self,
+        optimizer: Optimizer,
+        names: List[str],
+        params: List[torch.Tensor],
+        grads: List[torch.Tensor],
+        lr_scales: List[float],
+    ) -> None:
+        """Any other optimizer (RAdam, a custom callable): called once per
+        parameter with Thinc's signature."""
+        for name, param, grad, lr_scale in zip(names, params, grads, lr_scales):
+            weights = to_array(param.data)
+            kwargs = {"lr_scale": lr_scale} if lr_scale != 1.0 else {}
+            new_weights, _ = optimizer((self.id, name), weights, to_array(grad), **kwargs)
+            if not get_array_module(weights).may_share_memory(new_weights, weights):
+                param.data.copy_(xp2torch(new_weights, device=param.device).view_as(param))
 
     def _forget_caches(self) -> None:
-        self._views = None
         self._device_ref = None
+        self._state_cache = {}
 
     def __getstate__(self) -> Dict[str, Any]:
-        # The caches hold views of the parameters' memory: never copy them.
+        # Caches hold views of the parameters' and optimizers' memory, and
+        # optimizers belong to the training run: never copy them.
         state = self.__dict__.copy()
-        state["_views"] = None
         state["_device_ref"] = None
+        state["_state_cache"] = {}
+        state["_optimizers"] = []
         return state
+
+    @property
+    def optimizers(self) -> List[Optimizer]:
+        """The optimizers that updated this shim (most recent last)."""
+        return list(self._optimizers)
 
     def _remember(self, optimizer: Optimizer) -> None:
         if not self._optimizers or self._optimizers[-1] is not optimizer:
             others = [opt for opt in self._optimizers if opt is not optimizer]
             self._optimizers = others[-(MAX_OPTIMIZERS - 1):] + [optimizer]
-
-    def _unscale_grads(self) -> bool:
-        """Unscale gradients in place; False (and grads dropped) on overflow."""
-        grads = [p.grad for p in self._model.parameters() if p.grad is not None]
-        inv_scale = 1.0 / self._loss_scale
-        found_inf = False
-        for grad in grads:
-            grad.mul_(inv_scale)
-            found_inf = found_inf or not bool(torch.isfinite(grad).all())
-        if found_inf:
-            self._loss_scale /= 2.0
-            self._good_steps = 0
-            self._model.zero_grad(set_to_none=True)
-        else:
-            self._good_steps += 1
-            if self._good_steps % GROWTH_INTERVAL == 0:
-                self._loss_scale *= 2.0
-        return not found_inf
 
     # ------------------------------------------------------------------- EMA
     @contextlib.contextmanager
@@ -232,27 +258,6 @@ class TorchShim(Shim):
                 for (param, _), backup in zip(swaps, backups):
                     param.copy_(backup)
 
-    # -------------------------------------------------------- optimizer state
-    def resize_optimizer_state(self, name: str, old_shape: Tuple[int, ...]) -> None:
-        """Give parameter `name`'s optimizer state (Adam moments, averages) its
-        new shape: kept where old and new overlap; new moments are zero and new
-        averages start at the new parameter's values."""
-        self._forget_caches()
-        key = (self.id, name)
-        param = self._model.get_parameter(name).detach()
-        for optimizer in self._optimizers:
-            stores = ((optimizer.mom1, False), (optimizer.mom2, False), (optimizer.averages, True))
-            for store, like_param in stores:
-                if store is None or key not in store:
-                    continue
-                old = store[key]
-                xp = get_array_module(old)
-                resized = param.clone() if like_param else torch.zeros_like(param)
-                overlap = tuple(slice(0, min(a, b)) for a, b in zip(old_shape, param.shape))
-                resized[overlap] = xp2torch(old, device=param.device).reshape(old_shape)[overlap]
-                new = xp.ascontiguousarray(torch2xp(resized))
-                store[key] = new.ravel() if old.ndim == 1 and param.ndim != 1 else new
-
     # --------------------------------------------------------------- devices
     def to_device(self, device_type: str, device_id: int) -> None:
         self._forget_caches()
@@ -262,6 +267,7 @@ class TorchShim(Shim):
             self._model.cuda(device_id)
         else:
             raise ValueError(f"Invalid device_type: {device_type}. Try 'cpu' or 'gpu'")
+        self._grad_scaler.to_(self.device)
 
     # --------------------------------------------------------- serialization
     def to_bytes(self) -> bytes:
@@ -270,6 +276,15 @@ class TorchShim(Shim):
     def from_bytes(self, data: bytes) -> "TorchShim":
         load_module_bytes(self._model, data, self.device)
         return self
+
+
+def _has_grad(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.grad is not None
+
+
+def _fusable(param: torch.Tensor, grad: torch.Tensor) -> bool:
+    """float32 parameters with flat views; Thinc's CPU kernels take only float32."""
+    return param.dtype == torch.float32 and grad.dtype == torch.float32 and param.is_contiguous()
 
 
 def _no_backprop(_: Any) -> Any:

@@ -3,10 +3,11 @@ from typing import Any, Callable, Optional, Tuple
 
 import torch
 from thinc.api import Model
+from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.types import Padded, Ragged
 
 from .convert import convert_torch_inputs, convert_torch_outputs
-from .resize import RESIZABLE_TYPES, resize_input, resize_output
+from .resize import RESIZABLE_TYPES, output_width, resize_input, resize_output
 from .torch_shim import TorchShim
 
 
@@ -20,6 +21,7 @@ def TorchWrapper(
     output_bias_fill: float = 0.0,
     output_dropout: bool = False,
     mixed_precision: bool = False,
+    grad_scaler: Optional[PyTorchGradScaler] = None,
     device: Optional[torch.device] = None,
     nI: Optional[int] = None,
     nO: Optional[int] = None,
@@ -42,6 +44,10 @@ def TorchWrapper(
         handing it to the dropout modules inside `module`.
     mixed_precision: run the forward pass under torch.autocast, with gradient
         scaling on CUDA.
+    grad_scaler: the loss scaler for mixed precision (Thinc's
+        PyTorchGradScaler); by default one with Thinc's settings.
+    nI, nO: the widths Thinc records in `dims`; with `output_layer`, `nO` is
+        the layer's output width (and follows `resize_output`).
     """
     attrs = {
         "convert_inputs": convert_inputs or convert_torch_inputs,
@@ -50,7 +56,8 @@ def TorchWrapper(
         "output_dropout": output_dropout,
     }
     if output_layer is not None:
-        _check_resizable(module, output_layer, "output_layer")
+        layer = _check_resizable(module, output_layer, "output_layer")
+        nO = output_width(layer)
         attrs.update(
             torch_output_layer=output_layer,
             output_bias_fill=output_bias_fill,
@@ -63,7 +70,7 @@ def TorchWrapper(
         name,
         forward,
         attrs=attrs,
-        shims=[TorchShim(module, mixed_precision=mixed_precision, device=device)],
+        shims=[TorchShim(module, mixed_precision=mixed_precision, grad_scaler=grad_scaler, device=device)],
         dims={"nI": nI, "nO": nO},
     )
 
@@ -111,7 +118,7 @@ def _apply_mask(Y: Any, mask: Any) -> Any:
     return Y * mask
 
 
-def _check_resizable(module: torch.nn.Module, layer_name: str, arg: str) -> None:
+def _check_resizable(module: torch.nn.Module, layer_name: str, arg: str) -> torch.nn.Module:
     try:
         layer = module.get_submodule(layer_name)
     except AttributeError:
@@ -123,3 +130,4 @@ def _check_resizable(module: torch.nn.Module, layer_name: str, arg: str) -> None
             f"{arg}='{layer_name}' is a {type(layer).__name__}; only torch.nn.Linear, "
             f"Embedding and EmbeddingBag layers can be resized"
         )
+    return layer

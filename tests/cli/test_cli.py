@@ -298,3 +298,58 @@ def test_checkpoints_hold_the_parameter_averages(cli, tiny_data, tmp_path):
     ]
     assert matches, "model-best holds none of the averaged checkpoints"
     assert not all(numpy.array_equal(on_disk_best[k], raw[k]) for k in keys)
+
+
+FROZEN_SECTION = """[components.torch_ner.model]
+@architectures = "spacy-pytorch-shim.ParamGroups.v1"
+frozen = ["torch_tok2vec_encoder.embed.*", "torch_tok2vec_encoder.encoder.convs.0.*"]
+learn_rate_multipliers = {"torch_tok2vec_encoder.*": 0.1}
+
+"""
+
+
+def _with_param_groups(ner_cfg: str, section: str) -> str:
+    """configs/ner.cfg with its model moved under a ParamGroups block."""
+    text = ner_cfg.replace("[components.torch_ner.model", "[components.torch_ner.model.model")
+    text = text.replace("${components.torch_ner.model.", "${components.torch_ner.model.model.")
+    return text.replace("[components.torch_ner.model.model]", section + "[components.torch_ner.model.model]", 1)
+
+
+def test_spacy_train_keeps_frozen_parameters_bit_for_bit(cli, tiny_data, tmp_path):
+    """Frozen parameters in a config: after `spacy train` (averages on), the
+    frozen ones in model-best and model-last are exactly as initialized, the
+    others changed; a pattern that matches nothing stops `spacy train` with
+    an error naming it."""
+    import spacy
+    from spacy.training.initialize import init_nlp
+    from thinc.api import Config
+
+    from spacy_pytorch_shim.models.param_groups import named_torch_parameters
+
+    config_path = tmp_path / "frozen.cfg"
+    config_path.write_text(_with_param_groups((cli.CONFIGS / "ner.cfg").read_text(), FROZEN_SECTION))
+    data = tiny_data["btc-sample"]
+    output = tmp_path / "out"
+    cli.run(cli.train_args(config_path, data, output))
+
+    config = Config().from_disk(config_path, overrides={"paths.train": str(data["train"]), "paths.dev": str(data["dev"])})
+    initial = {
+        name: param.detach().clone().numpy()
+        for name, (_, _, param) in named_torch_parameters(init_nlp(config).get_pipe("torch_ner").model).items()
+    }
+    frozen = [n for n in initial if n.startswith(("torch_tok2vec_encoder.embed.", "torch_tok2vec_encoder.encoder.convs.0."))]
+    assert len(frozen) == 3  # embed.weight, convs.0.weight, convs.0.bias
+    for checkpoint in ("model-best", "model-last"):
+        model = spacy.load(output / checkpoint).get_pipe("torch_ner").model
+        trained = {name: p.detach().numpy() for name, (_, _, p) in named_torch_parameters(model).items()}
+        assert trained.keys() == initial.keys()
+        for name in frozen:
+            numpy.testing.assert_array_equal(trained[name], initial[name], err_msg=f"{checkpoint}: {name}")
+        changed = [n for n in initial if n not in frozen and not numpy.array_equal(trained[n], initial[n])]
+        assert set(changed) == set(initial) - set(frozen), checkpoint
+
+    bad_path = tmp_path / "bad.cfg"
+    bad_path.write_text(_with_param_groups((cli.CONFIGS / "ner.cfg").read_text(), FROZEN_SECTION.replace("encoder.convs.0.*", "encoder.conv.0.*")))
+    result = cli.run(cli.train_args(bad_path, data, tmp_path / "bad"), check=False)
+    assert result.returncode != 0
+    assert "frozen: the pattern 'torch_tok2vec_encoder.encoder.conv.0.*' matches no parameter" in result.stdout + result.stderr

@@ -218,22 +218,3 @@ def test_ragged_outputs_must_line_up_with_inputs():
     ragged = Ragged(numpy.ones((3, 2), dtype="f"), numpy.asarray([1, 2], dtype="i"))
     with pytest.raises(ValueError, match=r"\(1, 2\).*Ragged"):
         model.predict(ragged)
-
-
-def test_loss_scaling_unscales_before_update_and_skips_overflow():
-    """The float16 loss scaling used on CUDA, exercised on CPU by setting a scale."""
-    X = numpy.ones((2, 3), dtype="f")
-    reference, scaled = (TorchWrapper(torch.nn.Linear(3, 1)) for _ in range(2))
-    scaled.shims[0].module.load_state_dict(reference.shims[0].module.state_dict())
-    scaled.shims[0]._loss_scale = 1024.0
-    for model in (reference, scaled):
-        _, backprop = model.begin_update(X)
-        backprop(numpy.ones((2, 1), dtype="f"))
-        model.finish_update(SGD(0.1, grad_clip=0.0, L2=0.0))
-    assert_allclose(weights(scaled)["weight"], weights(reference)["weight"], rtol=1e-6)
-    before = weights(scaled)
-    _, backprop = scaled.begin_update(X)
-    backprop(numpy.full((2, 1), numpy.inf, dtype="f"))
-    scaled.finish_update(SGD(0.1, grad_clip=0.0, L2=0.0))
-    assert scaled.shims[0]._loss_scale == 512.0
-    assert all(torch.equal(before[k], v) for k, v in weights(scaled).items())

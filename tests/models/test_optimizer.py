@@ -1,0 +1,219 @@
+"""The fused update against Thinc's own per-parameter optimizer: the same
+weights, moments and averages after 100 steps, for every supported setting."""
+import copy
+import pickle
+
+import numpy
+import pytest
+import torch
+from thinc.api import (
+    SGD,
+    Adam,
+    Linear,
+    Optimizer,
+    PyTorchWrapper_v2,
+    RAdam,
+    chain,
+    constant,
+    warmup_linear,
+)
+
+from spacy_pytorch_shim import TorchWrapper
+from spacy_pytorch_shim.models.optimizer import supports_fused
+
+N_STEPS = 100
+
+
+class Mixed(torch.nn.Module):
+    """Layers of every common kind: Linear, LayerNorm, a bidirectional LSTM,
+    Conv1d, a bare 1-d parameter and one with a 0-d shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = torch.nn.Linear(6, 8)
+        self.norm = torch.nn.LayerNorm(8)
+        self.lstm = torch.nn.LSTM(8, 4, bidirectional=True, batch_first=True)
+        self.conv = torch.nn.Conv1d(8, 8, 3, padding=1)
+        self.scale = torch.nn.Parameter(torch.linspace(0.5, 1.5, 8))
+        self.out = torch.nn.Linear(8, 5)
+
+    def forward(self, X):
+        H = self.norm(torch.nn.functional.gelu(self.inp(X)))
+        H, _ = self.lstm(H)
+        H = H + self.conv(H.transpose(1, 2)).transpose(1, 2)
+        return self.out(H * self.scale)[:, -1]
+
+
+def build_pair():
+    """Our wrapper and Thinc's PyTorchWrapper_v2 around identical modules,
+    each followed by the same Thinc-native Linear layer."""
+    torch.manual_seed(0)
+    module = Mixed()
+    ours = chain(TorchWrapper(copy.deepcopy(module)), Linear(3, 5))
+    thinc = chain(PyTorchWrapper_v2(copy.deepcopy(module)), Linear(3, 5))
+    X = numpy.zeros((2, 7, 6), dtype="f")
+    ours.initialize(X=X)
+    thinc.initialize(X=X)
+    for name in ("W", "b"):
+        thinc.layers[1].set_param(name, ours.layers[1].get_param(name).copy())
+    return ours, thinc
+
+
+def train(model, optimizer, seed=0):
+    rng = numpy.random.default_rng(seed)
+    for _ in range(N_STEPS):
+        X = rng.standard_normal((4, 7, 6), dtype="f")
+        target = rng.standard_normal((4, 3), dtype="f")
+        Y, backprop = model.begin_update(X)
+        backprop(Y - target)
+        model.finish_update(optimizer)
+        optimizer.step_schedules()
+
+
+def assert_close(ours, reference, what, rtol=1e-6):
+    """Relative difference of a tensor, ||ours - reference|| / ||reference||,
+    within `rtol`; and no element off by more than 10 * rtol of the largest.
+    (Both sides round in float32, in different orders: the trajectories part
+    by a few ulp per step, and 100 steps of training amplify that.)"""
+    ours, reference = numpy.asarray(ours, dtype="f8"), numpy.asarray(reference, dtype="f8")
+    assert ours.shape == reference.shape, what
+    norm = max(numpy.linalg.norm(reference), 1e-30)
+    rel = numpy.linalg.norm(ours - reference) / norm
+    assert rel <= rtol, f"{what}: relative difference {rel:.2e}"
+    worst = numpy.abs(ours - reference).max() / max(numpy.abs(reference).max(), 1e-30)
+    assert worst <= 10 * rtol, f"{what}: an element differs by {worst:.2e} of the largest"
+
+
+def torch_state(model):
+    shim = model.layers[0].shims[0]
+    return shim, {n: p.detach().numpy() for n, p in shim._model.named_parameters()}
+
+
+# Learn rates as in the shipped configs (Adam 0.002).
+SETTINGS = {
+    "adam-defaults": lambda: Adam(0.002),
+    "adam-clip-active": lambda: Adam(0.002, grad_clip=0.05),
+    "adam-no-clip": lambda: Adam(0.002, grad_clip=0.0),
+    "adam-L2-weight-decay": lambda: Adam(0.002, L2=0.01, L2_is_weight_decay=True),
+    "adam-L2-gradient": lambda: Adam(0.002, L2=0.01, L2_is_weight_decay=False),
+    "adam-schedules": lambda: Adam(
+        warmup_linear(0.004, 10, N_STEPS), beta1=[0.8] * 50 + [0.9] * 50, eps=constant(1e-6), grad_clip=[0.1, 0.5, 1.0]
+    ),
+    "adam-no-averages": lambda: Adam(0.002, use_averages=False),
+    "sgd": lambda: SGD(0.02),
+    "sgd-L2-gradient-clip": lambda: SGD(0.02, L2=0.01, L2_is_weight_decay=False, grad_clip=0.1),
+    "sgd-L2-weight-decay": lambda: SGD(0.02, L2=0.01, use_averages=False),
+}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_fused_update_equals_thincs_per_parameter_optimizer(setting):
+    ours, thinc = build_pair()
+    ours_opt, thinc_opt = SETTINGS[setting](), SETTINGS[setting]()
+    assert supports_fused(ours_opt)
+    train(ours, ours_opt)
+    train(thinc, thinc_opt)
+    ours_shim, ours_params = torch_state(ours)
+    thinc_shim, thinc_params = torch_state(thinc)
+    moved = 0
+    for name, reference in thinc_params.items():
+        assert_close(ours_params[name], reference, f"{setting}: weights of {name}")
+        ours_key, thinc_key = (ours_shim.id, name), (thinc_shim.id, name)
+        assert ours_opt.nr_update[ours_key] == thinc_opt.nr_update[thinc_key] == N_STEPS
+        for store in ("mom1", "mom2", "averages"):
+            if getattr(thinc_opt, store) is None:
+                assert getattr(ours_opt, store) is None
+                continue
+            if thinc_key in getattr(thinc_opt, store):
+                # Moments are running averages of gradients, which react to
+                # the weights' last bits more than the weights do.
+                rtol = 1e-6 if store == "averages" else 1e-5
+                assert_close(
+                    getattr(ours_opt, store)[ours_key], getattr(thinc_opt, store)[thinc_key],
+                    f"{setting}: {store} of {name}", rtol=rtol,
+                )
+            else:
+                assert ours_key not in getattr(ours_opt, store)
+        moved += not numpy.allclose(reference, Mixed().state_dict()[name].numpy())
+    assert moved, "training changed no weight: the comparison proves nothing"
+    # The Thinc-native layer in the same chain is updated as before.
+    for name in ("W", "b"):
+        assert_close(ours.layers[1].get_param(name), thinc.layers[1].get_param(name), f"Linear {name}")
+
+
+def test_optimizer_state_shares_memory_with_the_update():
+    """The arrays spaCy reads (optimizer.averages etc.) are views of the tensors
+    the update writes: a step changes them without any copy back."""
+    ours, _ = build_pair()
+    optimizer = Adam(0.002)
+    train(ours, optimizer)
+    shim = ours.layers[0].shims[0]
+    key = (shim.id, "out.weight")
+    average, mom1 = optimizer.averages[key], optimizer.mom1[key]
+    before_avg, before_mom = average.copy(), mom1.copy()
+    Y, backprop = ours.begin_update(numpy.ones((2, 7, 6), dtype="f"))
+    backprop(Y)
+    ours.finish_update(optimizer)
+    assert optimizer.averages[key] is average and optimizer.mom1[key] is mom1
+    assert not numpy.array_equal(average, before_avg) and not numpy.array_equal(mom1, before_mom)
+
+
+def test_replaced_state_arrays_are_taken_over():
+    """Anyone may put new arrays in the optimizer's stores (a loaded optimizer,
+    resizing): the next step uses and updates those."""
+    ours, thinc = build_pair()
+    opt_a, opt_b = Adam(0.002), Adam(0.002)
+    train(ours, opt_a)
+    train(thinc, opt_b)
+    shim = ours.layers[0].shims[0]
+    for store in (opt_a.mom1, opt_a.mom2, opt_a.averages):
+        for key in [k for k in store if k[0] == shim.id]:
+            store[key] = store[key].copy()
+    train(ours, opt_a, seed=1)
+    train(thinc, opt_b, seed=1)
+    thinc_shim, thinc_params = torch_state(thinc)
+    _, ours_params = torch_state(ours)
+    for name in thinc_params:
+        assert_close(ours_params[name], thinc_params[name], name)
+        assert_close(opt_a.averages[(shim.id, name)], opt_b.averages[(thinc_shim.id, name)], name)
+
+
+def test_misshapen_state_names_the_parameter():
+    ours, _ = build_pair()
+    optimizer = Adam(0.002)
+    train(ours, optimizer)
+    shim = ours.layers[0].shims[0]
+    optimizer.averages[(shim.id, "out.weight")] = numpy.zeros((8, 5), dtype="f")
+    Y, backprop = ours.begin_update(numpy.ones((2, 7, 6), dtype="f"))
+    backprop(Y)
+    with pytest.raises(ValueError, match=r"averages for parameter 'out.weight' have shape \(8, 5\).*\(5, 8\)"):
+        ours.finish_update(optimizer)
+
+
+@pytest.mark.parametrize("make", [lambda: RAdam(0.002), lambda: Optimizer(0.01, beta1=0.0, beta2=0.999)])
+def test_other_optimizers_take_the_per_parameter_path(make):
+    """RAdam (and anything else fused_step does not reproduce) is called once
+    per parameter, so it behaves exactly as in Thinc."""
+    optimizer = make()
+    assert not supports_fused(optimizer)
+    if optimizer.use_radam:
+        ours, thinc = build_pair()
+        train(ours, optimizer)
+        train(thinc, make())
+        _, a = torch_state(ours)
+        _, b = torch_state(thinc)
+        for name in b:
+            assert_close(a[name], b[name], name)
+
+
+def test_a_pickled_or_copied_shim_carries_no_optimizer():
+    ours, _ = build_pair()
+    optimizer = Adam(0.002)
+    train(ours, optimizer)
+    shim = ours.layers[0].shims[0]
+    assert shim.optimizers == [optimizer] and shim._state_cache
+    for other in (pickle.loads(pickle.dumps(shim)), copy.deepcopy(shim)):
+        assert other.optimizers == [] and other._state_cache == {}
+        assert all(torch.equal(a, b) for a, b in zip(other._model.parameters(), shim._model.parameters()))
+    # The live shim keeps its optimizer.
+    assert shim.optimizers == [optimizer]
