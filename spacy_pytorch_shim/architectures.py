@@ -6,10 +6,15 @@ import torch
 from thinc.api import Model
 
 from .models import TorchWrapper
-from .models.encoders import build_bilstm_encoder, build_cnn_encoder
-from .models.ner import build_ner_tagger
+from .models.encoders import (
+    build_bilstm_encoder,
+    build_bilstm_encoder_v2,
+    build_cnn_encoder,
+    build_cnn_encoder_v2,
+)
+from .models.ner import build_ner_tagger, build_ner_tagger_v2
 from .models.param_groups import with_param_groups
-from .models.textcat import build_textcat
+from .models.textcat import build_textcat, build_textcat_v2
 from .models.tok2vec import build_torch_tok2vec
 
 
@@ -40,3 +45,7 @@ bilstm_encoder_v1 = build_bilstm_encoder
 torch_ner_tagger_v1 = build_ner_tagger
 torch_textcat_v1 = build_textcat
 param_groups_v1 = with_param_groups
+cnn_encoder_v2 = build_cnn_encoder_v2
+bilstm_encoder_v2 = build_bilstm_encoder_v2
+torch_ner_tagger_v2 = build_ner_tagger_v2
+torch_textcat_v2 = build_textcat_v2

@@ -12,6 +12,10 @@ ARCHITECTURES = [
     "spacy-pytorch-shim.TorchNERTagger.v1",
     "spacy-pytorch-shim.TorchTextCat.v1",
     "spacy-pytorch-shim.ParamGroups.v1",
+    "spacy-pytorch-shim.CNNEncoder.v2",
+    "spacy-pytorch-shim.BiLSTMEncoder.v2",
+    "spacy-pytorch-shim.TorchNERTagger.v2",
+    "spacy-pytorch-shim.TorchTextCat.v2",
 ]
 FACTORIES = ["torch_ner", "torch_textcat", "torch_textcat_multilabel"]
 

@@ -70,3 +70,16 @@ def build_cnn_encoder(*, width: int, depth: int = 4, window: int = 1, dropout: f
 def build_bilstm_encoder(*, width: int, depth: int = 1, dropout: float = 0.1) -> nn.Module:
     """"spacy-pytorch-shim.BiLSTMEncoder.v1"."""
     return BiLSTMEncoder(width, depth, dropout)
+
+
+def build_cnn_encoder_v2(*, width: int, depth: int = 4, window: int = 1) -> nn.Module:
+    """"spacy-pytorch-shim.CNNEncoder.v2": v1 without `dropout`, which the
+    caller's rate (`[training] dropout`) always replaced in training."""
+    return build_cnn_encoder(width=width, depth=depth, window=window, dropout=0.0)
+
+
+def build_bilstm_encoder_v2(*, width: int, depth: int = 1) -> nn.Module:
+    """"spacy-pytorch-shim.BiLSTMEncoder.v2": v1 without `dropout` (the
+    caller's rate)."""
+    return build_bilstm_encoder(width=width, depth=depth, dropout=0.0)
+

@@ -57,3 +57,15 @@ def build_ner_tagger(
     model.set_ref("output_layer", head)
     model.attrs["resize_output"] = head.attrs["resize_output"]
     return model
+
+
+def build_ner_tagger_v2(
+    *,
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    hidden_width: int = 64,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """"spacy-pytorch-shim.TorchNERTagger.v2": v1 without `dropout`, which
+    the caller's rate (`[training] dropout`) always replaced in training."""
+    return build_ner_tagger(tok2vec=tok2vec, hidden_width=hidden_width, dropout=0.0, nO=nO)
+

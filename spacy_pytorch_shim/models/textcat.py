@@ -98,3 +98,26 @@ def build_textcat(
     model.attrs["resize_output"] = resize_output
     model.attrs["exclusive_classes"] = exclusive_classes
     return model
+
+
+def build_textcat_v2(
+    *,
+    tok2vec: Optional[Model[List[Doc], List[Floats2d]]],
+    exclusive_classes: bool,
+    hidden_width: int = 128,
+    ngram_size: int = 2,
+    ngram_rows: int = 2**16,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], Floats2d]:
+    """"spacy-pytorch-shim.TorchTextCat.v2": v1 without `dropout`, which the
+    caller's rate (`[training] dropout`) always replaced in training."""
+    return build_textcat(
+        tok2vec=tok2vec,
+        exclusive_classes=exclusive_classes,
+        hidden_width=hidden_width,
+        dropout=0.0,
+        ngram_size=ngram_size,
+        ngram_rows=ngram_rows,
+        nO=nO,
+    )
+

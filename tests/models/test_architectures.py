@@ -113,3 +113,46 @@ def test_textcat_bag_of_ngrams_alone(docs):
     assert model.predict(docs)[0].any()
     with pytest.raises(ValueError, match="tok2vec, ngram_size > 0, or both"):
         build_textcat(tok2vec=None, exclusive_classes=True, ngram_size=0)
+
+
+V2_WITHOUT_DROPOUT = {
+    "spacy-pytorch-shim.CNNEncoder.v2": {"width": 16},
+    "spacy-pytorch-shim.BiLSTMEncoder.v2": {"width": 16, "depth": 2},
+    "spacy-pytorch-shim.TorchNERTagger.v2": {"tok2vec": {"@architectures": "spacy-pytorch-shim.TorchTok2Vec.v1", "width": 16, "rows": [100, 100, 100, 100]}},
+    "spacy-pytorch-shim.TorchTextCat.v2": {"tok2vec": {"@architectures": "spacy-pytorch-shim.TorchTok2Vec.v1", "width": 16, "rows": [100, 100, 100, 100]}, "exclusive_classes": True},
+}
+
+
+@pytest.mark.parametrize("name", list(V2_WITHOUT_DROPOUT))
+def test_v2_architectures_take_dropout_from_the_caller_only(name):
+    """The .v2 architectures have no `dropout` argument (the v1 one was always
+    replaced by the caller's rate in training): a config that sets one is
+    refused, and the torch dropout modules follow the caller's rate."""
+    import torch
+    from thinc.api import Config, set_dropout_rate
+
+    from spacy_pytorch_shim.models.torch_shim import TorchShim
+
+    block = {"@architectures": name, **V2_WITHOUT_DROPOUT[name]}
+    with pytest.raises(Exception, match="dropout"):
+        spacy.registry.resolve(Config({"model": {**block, "dropout": 0.1}}))
+    built = spacy.registry.resolve(Config({"model": block}))["model"]
+    if isinstance(built, torch.nn.Module):
+        modules = [built]
+    else:
+        set_dropout_rate(built, 0.3)
+        modules = []
+        for node in built.walk():
+            for shim in node.shims:
+                if isinstance(shim, TorchShim):
+                    shim.set_mode(True, node.attrs["dropout_rate"])
+                    modules.append(shim.module)
+    rates = [
+        getattr(m, "p", getattr(m, "dropout", None))
+        for module in modules
+        for m in module.modules()
+        if isinstance(m, (torch.nn.Dropout, torch.nn.LSTM))
+    ]
+    assert rates
+    expected = 0.0 if isinstance(built, torch.nn.Module) else 0.3
+    assert all(rate == expected for rate in rates), rates

@@ -217,3 +217,53 @@ def test_a_pickled_or_copied_shim_carries_no_optimizer():
         assert all(torch.equal(a, b) for a, b in zip(other._model.parameters(), shim._model.parameters()))
     # The live shim keeps its optimizer.
     assert shim.optimizers == [optimizer]
+
+
+@pytest.mark.parametrize("setting", ["adam-defaults", "adam-L2-gradient"])
+def test_foreach_adam_for_devices_without_the_fused_kernel(setting, monkeypatch):
+    """The multi-tensor Adam used where torch has no fused kernel (older
+    torch on the CPU, other devices) gives the same result."""
+    from spacy_pytorch_shim.models import optimizer as fused
+
+    monkeypatch.setitem(fused._FUSED_ADAM, "cpu", False)
+    calls = []
+    monkeypatch.setattr(fused, "_fused_adam", lambda *a: calls.append(a))
+    ours, thinc = build_pair()
+    ours_opt, thinc_opt = SETTINGS[setting](), SETTINGS[setting]()
+    train(ours, ours_opt)
+    train(thinc, thinc_opt)
+    assert not calls
+    ours_shim, ours_params = torch_state(ours)
+    thinc_shim, thinc_params = torch_state(thinc)
+    for name, reference in thinc_params.items():
+        assert_close(ours_params[name], reference, f"{setting}: weights of {name}")
+        assert_close(ours_opt.averages[(ours_shim.id, name)], thinc_opt.averages[(thinc_shim.id, name)], name)
+
+
+def test_resizing_after_fused_training_resizes_the_state_and_training_goes_on():
+    """Labels added after training: the output layer grows, its moments and
+    averages grow with it (old rows kept), dims['nO'] follows, and the next
+    fused steps update the new rows."""
+    torch.manual_seed(0)
+    model = TorchWrapper(torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)), output_layer="2")
+    assert model.get_dim("nO") == 3
+    optimizer = Adam(0.01)
+    rng = numpy.random.default_rng(0)
+
+    def step(n_out):
+        Y, backprop = model.begin_update(rng.standard_normal((5, 4), dtype="f"))
+        backprop(Y - rng.standard_normal((5, n_out), dtype="f"))
+        model.finish_update(optimizer)
+
+    for _ in range(5):
+        step(3)
+    key = (model.shims[0].id, "2.weight")
+    old_avg, old_mom = optimizer.averages[key].copy(), optimizer.mom1[key].copy()
+    model.attrs["resize_output"](model, 5)
+    assert model.get_dim("nO") == 5
+    assert optimizer.averages[key].shape == (5, 6) and optimizer.mom1[key].shape == (30,)
+    numpy.testing.assert_array_equal(optimizer.averages[key][:3], old_avg)
+    numpy.testing.assert_array_equal(optimizer.mom1[key][:18], old_mom)
+    step(5)
+    assert numpy.abs(model.shims[0].module[2].weight.detach().numpy()[3:]).sum() > 0
+    assert numpy.abs(optimizer.averages[key][3:]).sum() > 0
