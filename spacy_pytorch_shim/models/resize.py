@@ -136,7 +136,7 @@ def resize_optimizer_state(shim: TorchShim, name: str, old_shape: Tuple[int, ...
     (Adam moments, averages) the parameter's new shape: kept where old and new
     overlap; new moments are zero and new averages start at the new
     parameter's values."""
-    shim._forget_caches()
+    shim.clear_caches()
     key = (shim.id, name)
     param = shim.module.get_parameter(name).detach()
     for optimizer in shim.optimizers:

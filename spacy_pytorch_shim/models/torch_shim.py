@@ -211,7 +211,8 @@ class TorchShim(Shim):
             if not get_array_module(weights).may_share_memory(new_weights, weights):
                 param.data.copy_(xp2torch(new_weights, device=param.device).view_as(param))
 
-    def _forget_caches(self) -> None:
+    def clear_caches(self) -> None:
+        """Forget the cached views (after a parameter or state array was replaced)."""
         self._device_ref = None
         self._state_cache = {}
 
@@ -260,7 +261,7 @@ class TorchShim(Shim):
 
     # --------------------------------------------------------------- devices
     def to_device(self, device_type: str, device_id: int) -> None:
-        self._forget_caches()
+        self.clear_caches()
         if device_type == "cpu":
             self._model.cpu()
         elif device_type == "gpu":

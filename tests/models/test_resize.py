@@ -123,3 +123,30 @@ def test_resize_output_on_model_without_output_layer():
 
     with pytest.raises(ValueError, match="torch_output_layer"):
         resize_output(model, 3)
+
+
+@pytest.mark.parametrize("ngram_size", [0, 2])
+def test_dims_nO_follow_resize_output_on_every_level(ngram_size):
+    """Thinc keeps the output width in dims['nO']: the wrappers and the
+    combinators over them report the resized width, and the model still
+    initializes (add/chain re-check it)."""
+    import spacy
+    from spacy_pytorch_shim.models.textcat import build_textcat_v2
+    from spacy_pytorch_shim.models.tok2vec import build_torch_tok2vec
+
+    model = build_textcat_v2(
+        tok2vec=build_torch_tok2vec(width=16, rows=[50, 50, 50, 50]), exclusive_classes=True,
+        hidden_width=8, ngram_size=ngram_size, ngram_rows=64, nO=3,
+    )
+    model.attrs["resize_output"](model, 7)
+    wrappers = [node for node in model.walk() if "torch_output_layer" in node.attrs]
+    assert wrappers and all(node.get_dim("nO") == 7 for node in wrappers)
+    docs = [spacy.blank("en")("a short doc"), spacy.blank("en")("another one here")]
+    model.initialize(X=docs)
+    assert model.get_dim("nO") == 7
+    model.attrs["resize_output"](model, 9)
+    assert model.get_dim("nO") == 9 and all(node.get_dim("nO") == 9 for node in wrappers)
+    model.initialize(X=docs)
+    assert model.predict(docs).shape == (2, 9)
+    # The tok2vec's own width is not an output width: it stays.
+    assert model.get_ref("tok2vec").get_dim("nO") == 16
