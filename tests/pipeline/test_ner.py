@@ -5,7 +5,7 @@ import spacy
 from spacy.training import Example
 from thinc.api import Adam
 
-from spacy_pytorch_shim.pipeline.ner import biluo_constraints, decode_biluo, viterbi_biluo
+from spacy_pytorch_shim.pipeline.biluo import biluo_constraints, decode_biluo, viterbi_biluo
 
 TRAIN = [
     ("Alice lives in Paris", [(0, 5, "PER"), (15, 20, "LOC")]),
