@@ -13,6 +13,7 @@ import contextlib
 import gc
 import json
 import math
+import numbers
 import struct
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -392,7 +393,7 @@ def _attrs_steps(node: Model, attrs: Any, where: str, source: str) -> List[Calla
             loaded = deserialize_attr(current, value, name, node)
         except Exception as err:
             raise _error(source, f"{where}: attr {name!r} cannot be read ({str(err) or type(err).__name__})") from None
-        if _kind(loaded) != _kind(expected):
+        if _kind(loaded) != _kind(expected) and None not in (loaded, expected):
             raise _error(
                 source,
                 f"{where}: attr {name!r} is {_kind(loaded)} in the data but {_kind(expected)} in the model",
@@ -402,8 +403,12 @@ def _attrs_steps(node: Model, attrs: Any, where: str, source: str) -> List[Calla
 
 
 def _kind(value: Any) -> str:
+    """What an attr value is, for "is it still the same kind of data"
+    (a data attr that is None, unset, may take any)."""
     if isinstance(value, numpy.ndarray):
         return f"an array of {value.ndim} dims of {value.dtype}"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return "a number"
     return type(value).__name__
 
 

@@ -83,6 +83,10 @@ class TorchEntityRecognizer(TorchLabelledPipe):
             labels.update(dict.fromkeys(ent.label_ for ent in eg.reference.ents))
         return list(labels)
 
+    def _no_labels(self) -> None:
+        """No labels is a valid tagger (every token "O"), as with spaCy's `ner`:
+        `spacy assemble` works, and labels can be added later."""
+
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
         sample = self._initialize_labels(get_examples, labels)
         self._finish_initialize(sample)
@@ -115,6 +119,7 @@ class TorchEntityRecognizer(TorchLabelledPipe):
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.update")
         self.unmask(ent.label_ for eg in examples for ent in eg.reference.ents)
+        self._sync_outputs()
         return super().update(examples, drop=drop, sgd=sgd, losses=losses)
 
     def get_loss(self, examples: Iterable[Example], logits: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
