@@ -13,6 +13,7 @@ import torch
 from spacy import util
 from spacy.errors import Errors
 from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
 from spacy.training import Example, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Model
@@ -159,10 +160,10 @@ class TorchLabelledPipe(TrainablePipe):
         )
 
     def _finish_initialize(self, sample: List[Example]) -> None:
-        # No sample docs (labels given, get_examples yields nothing): the
-        # model's sizes are all known, so it initializes without data.
-        docs = [eg.predicted for eg in sample]
-        self.model.initialize(X=docs if any(len(doc) for doc in docs) else None)
+        # No sample (labels given, get_examples yields nothing): a one-word
+        # doc, as spaCy's Language.initialize uses without examples.
+        docs = [eg.predicted for eg in sample] or [Doc(self.vocab, words=["x"])]
+        self.model.initialize(X=docs)
         self.cfg["initialized"] = True
 
     # ------------------------------------------------------------- spaCy API
