@@ -368,10 +368,13 @@ def _dims_steps(node: Model, dims: Dict, where: str, source: str) -> List[Callab
         if not _is_size(value):
             raise _error(source, f"{where}: dim {dim!r} is {value!r}, not a size")
         current = node.get_dim(dim) if node.has_dim(dim) else None
-        if current is None:
-            steps.append(lambda node=node, dim=dim, value=value: node.set_dim(dim, value))
-        elif current != value:
+        if current == value:
+            continue
+        # As Thinc allows: a dim changes only on a node without params (here a
+        # size inferred from the torch modules, e.g. a chain's nO after a resize).
+        if current is not None and any(node.has_param(name) for name in node.param_names):
             raise _error(source, f"{where}: dim {dim!r} is {value} in the data but {current} in the model")
+        steps.append(lambda node=node, dim=dim, value=value: node.set_dim(dim, value, force=True))
     return steps
 
 
