@@ -2,6 +2,7 @@
 attrs, weights or predictions; and every bad file gets one clear error."""
 import gc
 import json
+from pathlib import Path
 
 import numpy
 import pytest
@@ -187,3 +188,18 @@ def test_non_finite_weights_in_a_pipeline_are_refused(tmp_path):
         fresh.from_disk(tmp_path / "nan")
     assert snapshot(fresh) == before
     fresh.get_pipe("pipe").from_disk(tmp_path / "nan" / "pipe", exclude=["vocab"], allow_nonfinite=True)
+
+
+SAVED_BY_0_1_0 = Path(__file__).parent / "data" / "saved-by-0.1.0"
+
+
+def test_pipelines_saved_by_the_previous_code_still_load_and_predict_the_same():
+    """Written by tests/pipeline/data/make_saved_by_0.1.0.py at commit 25f4c05
+    (before the hardened loading): the format is unchanged, only checked."""
+    expected = json.loads((SAVED_BY_0_1_0 / "expected.json").read_text())
+    nlp = spacy.load(SAVED_BY_0_1_0)
+    assert nlp.get_pipe("textcat").labels == ("POS", "NEG", "EXTRA")
+    for text, cats, ents in zip(expected["texts"], expected["cats"], expected["ents"]):
+        doc = nlp(text)
+        assert doc.cats == cats
+        assert [[e.start_char, e.end_char, e.label_] for e in doc.ents] == ents
