@@ -62,6 +62,12 @@ def _error(source: str, what: str) -> ModelLoadError:
     return ModelLoadError(f"Could not read torch weights from {source}: {what}")
 
 
+def _anonymous_source(data: Any) -> str:
+    """Where data came from, when the caller did not say (no file name)."""
+    size = len(data) if isinstance(data, (bytes, bytearray)) else "?"
+    return f"{size} bytes of data"
+
+
 # ------------------------------------------------------------ module state
 def module_to_bytes(module: torch.nn.Module) -> bytes:
     """The module's state dict (parameters, persistent buffers, and extra
@@ -115,7 +121,7 @@ def read_module_state(
     """Parse and check safetensors bytes for `module` (its state dict, with
     `shapes` overriding expected shapes) without changing it: the header is
     checked against the data length and the module before any tensor is read."""
-    source = source or f"{len(data) if isinstance(data, (bytes, bytearray)) else '?'} bytes of data"
+    source = source or _anonymous_source(data)
     if not isinstance(data, (bytes, bytearray)):
         raise _error(source, f"expected bytes of safetensors data, got {type(data).__name__}")
     data = bytes(data)
@@ -317,7 +323,7 @@ def read_model_bytes(
     only attrs that are data and of the same kind, every param present and
     finite, one shim entry per shim, and each TorchShim's tensors as
     `read_module_state` checks them (`shapes`: overrides by shim id)."""
-    source = source or f"{len(data) if isinstance(data, (bytes, bytearray)) else '?'} bytes of data"
+    source = source or _anonymous_source(data)
     with keep_gc_state():
         return _read_model_msg(model, read_msgpack(data, source), source, shapes or {}, allow_nonfinite)
 

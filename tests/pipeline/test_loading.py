@@ -148,7 +148,6 @@ def test_bad_cfg_is_refused_before_anything_changes(tmp_path, cfg, message):
 
 def test_multilabel_data_is_refused_by_an_exclusive_component(tmp_path):
     path = saved("torch_textcat_multilabel", tmp_path)
-    (path / "pipe" / "cfg").write_text((path / "pipe" / "cfg").read_text())
     nlp = make_nlp("torch_textcat")
     before = snapshot(nlp)
     with pytest.raises(ModelLoadError, match="'exclusive' is False in the data but True"):
