@@ -7,7 +7,7 @@ from thinc.api import Model, chain, list2ragged, ragged2list
 from thinc.types import Floats2d
 from torch import nn
 
-from .checks import check_rate, check_size
+from .checks import check_rate, check_size, tok2vec_width
 from .convert import convert_ragged_outputs
 from .torch_wrapper import TorchWrapper
 
@@ -47,12 +47,7 @@ def build_ner_tagger(
     check_rate(arch, "dropout", dropout)
     if nO is not None:
         check_size(arch, "nO", nO)
-    width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
-    if not width:
-        raise ValueError(
-            "TorchNERTagger needs a tok2vec with a known output width (dim 'nO'); "
-            "set `width` on the tok2vec or listener"
-        )
+    width = tok2vec_width(arch, tok2vec)
     head = TorchWrapper(
         TaggerHead(width, hidden_width, nO or 1, dropout),
         convert_outputs=convert_ragged_outputs,

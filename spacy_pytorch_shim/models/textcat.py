@@ -7,7 +7,7 @@ from thinc.api import Model, add, chain, list2ragged
 from thinc.types import Floats2d
 from torch import nn
 
-from .checks import check_rate, check_size
+from .checks import check_rate, check_size, tok2vec_width
 from .features import hashed_ngrams
 from .resize import resize_output
 from .torch_wrapper import TorchWrapper
@@ -75,9 +75,7 @@ def build_textcat(
         check_size(arch, "nO", nO)
     heads = []
     if tok2vec is not None:
-        width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
-        if not width:
-            raise ValueError("TorchTextCat needs a tok2vec with a known output width (dim 'nO')")
+        width = tok2vec_width(arch, tok2vec)
         heads.append(
             chain(
                 tok2vec,

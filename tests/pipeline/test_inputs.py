@@ -169,3 +169,13 @@ def test_labels_added_then_saved_are_resized_before_saving(factory, tmp_path):
     loaded = spacy.load(tmp_path / "p")
     assert loaded.get_pipe("pipe").labels == ("A", "B")
     assert loaded("x y").to_json() == nlp("x y").to_json()
+
+
+def test_a_spacy_tok2vec_of_width_zero_is_named_not_called_unknown():
+    tok2vec = {
+        "@architectures": "spacy.Tok2Vec.v2",
+        "embed": {"@architectures": "spacy.MultiHashEmbed.v2", "width": 0, "attrs": ["NORM"], "rows": [100], "include_static_vectors": False},
+        "encode": {"@architectures": "spacy.MaxoutWindowEncoder.v2", "width": 0, "depth": 1, "window_size": 1, "maxout_pieces": 2},
+    }
+    with pytest.raises(ValueError, match=r"TorchNERTagger.v1: `tok2vec.width` must be a positive integer, got 0"):
+        make_pipe("torch_ner", tok2vec=tok2vec)
