@@ -8,7 +8,6 @@ import numpy
 import pytest
 import spacy
 import srsly
-from spacy.training import Example
 
 from spacy_pytorch_shim.models.serialization import ModelLoadError
 
