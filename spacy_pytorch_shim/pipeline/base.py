@@ -222,6 +222,7 @@ class TorchLabelledPipe(TrainablePipe):
         self._load(found, sources, load_vocab, allow_nonfinite)
         return self
 
+    @keep_gc_state()  # spaCy's vocab loading reads msgpack too
     def _load(
         self,
         found: Dict[str, Optional[bytes]],
@@ -282,11 +283,10 @@ class TorchLabelledPipe(TrainablePipe):
         return shapes
 
     def _read_cfg(self, data: bytes, source: str) -> Dict[str, Any]:
-        with keep_gc_state():
-            try:
-                cfg = srsly.json_loads(data)
-            except ValueError as err:
-                raise ModelLoadError(f"Could not load component '{self.name}' from {source}: not valid JSON ({err})") from None
+        try:
+            cfg = srsly.json_loads(data)
+        except ValueError as err:
+            raise ModelLoadError(f"Could not load component '{self.name}' from {source}: not valid JSON ({err})") from None
         problem = self._cfg_problem(cfg)
         if problem:
             raise ModelLoadError(f"Could not load component '{self.name}' from {source}: {problem}")

@@ -201,3 +201,13 @@ def test_pipelines_saved_by_the_previous_code_still_load_and_predict_the_same():
         doc = nlp(text)
         assert doc.cats == pytest.approx(cats, abs=1e-5)
         assert [[e.start_char, e.end_char, e.label_] for e in doc.ents] == ents
+
+
+def test_corrupt_vocab_bytes_keep_gc_enabled():
+    nlp = make_nlp("torch_ner")
+    pipe = nlp.get_pipe("pipe")
+    msg = srsly.msgpack_loads(pipe.to_bytes())
+    msg["vocab"] = msg["vocab"][:-5]
+    with pytest.raises(Exception):
+        pipe.from_bytes(srsly.msgpack_dumps(msg))
+    assert gc.isenabled()
