@@ -133,9 +133,10 @@ class TorchLabelledPipe(TrainablePipe):
         if labels is None:
             # Labels added before initialize stay, like spaCy's own components.
             labels = list(self.labels) + self.labels_from_examples(get_examples())
-        labels = list(dict.fromkeys(labels))
+        labels = list(labels)
         for label in labels:
             self._check_label(label)
+        labels = list(dict.fromkeys(labels))
         if not labels:
             self._no_labels()
         # Keep the order of labels the component already knows.

@@ -56,7 +56,7 @@ def test_gold_cats_that_are_not_numbers_in_the_unit_interval(factory, bad):
         nlp.update(bad_egs)
 
 
-@pytest.mark.parametrize("label, code", [(1, "E187"), (None, "E187"), (("A",), "E187"), ("", "non-empty")])
+@pytest.mark.parametrize("label, code", [(1, "E187"), (None, "E187"), (("A",), "E187"), (["A"], "E187"), ("", "non-empty")])
 def test_labels_must_be_non_empty_strings(factory, label, code):
     nlp, pipe = make_pipe(factory)
     with pytest.raises(ValueError, match=code):
