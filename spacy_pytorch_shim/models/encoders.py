@@ -7,6 +7,8 @@ without padding the docs to a common length (no compute spent on padding).
 import torch
 from torch import nn
 
+from .checks import check_rate, check_size
+
 
 class CNNEncoder(nn.Module):
     """Residual blocks of a 1-d convolution over `2 * window + 1` tokens,
@@ -64,11 +66,20 @@ class BiLSTMEncoder(nn.Module):
 
 def build_cnn_encoder(*, width: int, depth: int = 4, window: int = 1, dropout: float = 0.1) -> nn.Module:
     """"spacy-pytorch-shim.CNNEncoder.v1"."""
+    arch = "spacy-pytorch-shim.CNNEncoder.v1"
+    check_size(arch, "width", width)
+    check_size(arch, "depth", depth, minimum=0)
+    check_size(arch, "window", window, minimum=0)
+    check_rate(arch, "dropout", dropout)
     return CNNEncoder(width, depth, window, dropout)
 
 
 def build_bilstm_encoder(*, width: int, depth: int = 1, dropout: float = 0.1) -> nn.Module:
     """"spacy-pytorch-shim.BiLSTMEncoder.v1"."""
+    arch = "spacy-pytorch-shim.BiLSTMEncoder.v1"
+    check_size(arch, "width", width)
+    check_size(arch, "depth", depth)
+    check_rate(arch, "dropout", dropout)
     return BiLSTMEncoder(width, depth, dropout)
 
 

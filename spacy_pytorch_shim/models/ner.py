@@ -7,6 +7,7 @@ from thinc.api import Model, chain, list2ragged, ragged2list
 from thinc.types import Floats2d
 from torch import nn
 
+from .checks import check_rate, check_size, tok2vec_width
 from .convert import convert_ragged_outputs
 from .torch_wrapper import TorchWrapper
 
@@ -26,6 +27,8 @@ class TaggerHead(nn.Module):
         self.output = nn.Linear(nI, nO)
 
     def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not len(X):  # no tokens: Thinc's flatten of no docs has no width either
+            return X.new_zeros(0, self.output.out_features)
         return self.output(self.hidden(X))
 
 
@@ -39,12 +42,12 @@ def build_ner_tagger(
     """"spacy-pytorch-shim.TorchNERTagger.v1": per-token BILUO tag scores
     (logits) over any token-to-vector layer; the `torch_ner` component decodes
     them into valid entity spans. `nO` is set from the labels at initialization."""
-    width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
-    if not width:
-        raise ValueError(
-            "TorchNERTagger needs a tok2vec with a known output width (dim 'nO'); "
-            "set `width` on the tok2vec or listener"
-        )
+    arch = "spacy-pytorch-shim.TorchNERTagger.v1"
+    check_size(arch, "hidden_width", hidden_width, minimum=0)  # 0: no hidden layer
+    check_rate(arch, "dropout", dropout)
+    if nO is not None:
+        check_size(arch, "nO", nO)
+    width = tok2vec_width(arch, tok2vec)
     head = TorchWrapper(
         TaggerHead(width, hidden_width, nO or 1, dropout),
         convert_outputs=convert_ragged_outputs,

@@ -7,6 +7,7 @@ from thinc.api import Model, add, chain, list2ragged
 from thinc.types import Floats2d
 from torch import nn
 
+from .checks import check_rate, check_size, tok2vec_width
 from .features import hashed_ngrams
 from .resize import resize_output
 from .torch_wrapper import TorchWrapper
@@ -25,6 +26,8 @@ class PoolingHead(nn.Module):
     def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.long()
         n_docs = len(lengths)
+        if not len(X):  # no tokens: Thinc's flatten of no docs has no width either
+            X = X.new_zeros(0, self.hidden[0].in_features // 2)
         doc_ids = torch.repeat_interleave(torch.arange(n_docs, device=X.device), lengths)
         index = doc_ids.unsqueeze(1).expand_as(X)
         sums = X.new_zeros(n_docs, X.shape[1]).index_add_(0, doc_ids, X)
@@ -62,11 +65,17 @@ def build_textcat(
     the sum of a pooled token-vector head (left out when tok2vec is null) and
     a bag of hashed 1..ngram_size-grams (left out when ngram_size is 0). The
     component applies softmax (exclusive_classes) or sigmoid."""
+    arch = "spacy-pytorch-shim.TorchTextCat.v1"
+    check_size(arch, "hidden_width", hidden_width)
+    check_rate(arch, "dropout", dropout)
+    check_size(arch, "ngram_size", ngram_size, minimum=0)
+    if ngram_size:
+        check_size(arch, "ngram_rows", ngram_rows, minimum=2)  # row 0 is the bias
+    if nO is not None:
+        check_size(arch, "nO", nO)
     heads = []
     if tok2vec is not None:
-        width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
-        if not width:
-            raise ValueError("TorchTextCat needs a tok2vec with a known output width (dim 'nO')")
+        width = tok2vec_width(arch, tok2vec)
         heads.append(
             chain(
                 tok2vec,

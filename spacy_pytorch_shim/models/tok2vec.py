@@ -7,6 +7,7 @@ from thinc.api import Model, chain, ragged2list
 from thinc.types import Floats2d
 from torch import nn
 
+from .checks import check_size
 from .convert import convert_ragged_outputs
 from .encoders import CNNEncoder
 from .features import hashed_token_features
@@ -48,6 +49,12 @@ def build_torch_tok2vec(
 ) -> Model[List[Doc], List[Floats2d]]:
     """"spacy-pytorch-shim.TorchTok2Vec.v1": List[Doc] -> List[Floats2d] of
     `width` columns, usable by our heads, spaCy's components and listeners."""
+    arch = "spacy-pytorch-shim.TorchTok2Vec.v1"
+    check_size(arch, "width", width)
+    if not attrs:
+        raise ValueError(f"{arch}: `attrs` must name at least one token attribute")
+    for i, n_rows in enumerate(rows):
+        check_size(arch, f"rows[{i}]", n_rows)
     if encoder is None:
         encoder = CNNEncoder(width, depth=4, window=1, dropout=0.1)
     encoder_width = getattr(encoder, "width", width)

@@ -239,12 +239,23 @@ class TorchShim(Shim):
     @contextlib.contextmanager
     def use_params(self, params: Dict[Tuple[int, str], Any]) -> Iterator[None]:
         """Swap in the parameters found in `params` under `(self.id, name)`,
-        restoring the current ones bit for bit on exit, also on error."""
+        restoring the current ones bit for bit on exit, also on error. Every
+        value is checked first: one of another shape (averages left stale by a
+        resize) is refused with the parameter's name and both shapes, never
+        reinterpreted; a flat vector of the parameter's size is Thinc's layout."""
         swaps = []
         for name, param in self._model.named_parameters():
             value = params.get((self.id, name))
-            if value is not None:
-                swaps.append((param, xp2torch(value, device=param.device)))
+            if value is None:
+                continue
+            shape = tuple(value.shape)
+            if shape != tuple(param.shape) and shape != (param.numel(),):
+                raise ValueError(
+                    f"Cannot use the averaged parameters of '{name}' in torch module "
+                    f"{type(self._model).__name__}: they have shape {shape} but the parameter "
+                    f"has shape {tuple(param.shape)} (averages kept from before a resize?)"
+                )
+            swaps.append((param, xp2torch(value, device=param.device).reshape(param.shape)))
         if not swaps:
             yield
             return
@@ -252,7 +263,7 @@ class TorchShim(Shim):
         try:
             with torch.no_grad():
                 for param, value in swaps:
-                    param.copy_(value.view_as(param))
+                    param.copy_(value)
             yield
         finally:
             with torch.no_grad():

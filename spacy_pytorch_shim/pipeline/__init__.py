@@ -1,4 +1,9 @@
 from .ner import TorchEntityRecognizer
-from .textcat import TorchTextCategorizer
+from .textcat import TorchMultiLabelTextCategorizer, TorchTextCategorizer, TorchTextCategorizerBase
 
-__all__ = ["TorchEntityRecognizer", "TorchTextCategorizer"]
+__all__ = [
+    "TorchEntityRecognizer",
+    "TorchMultiLabelTextCategorizer",
+    "TorchTextCategorizer",
+    "TorchTextCategorizerBase",
+]

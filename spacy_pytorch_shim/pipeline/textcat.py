@@ -1,5 +1,8 @@
-"""`torch_textcat` (exclusive classes) and `torch_textcat_multilabel`."""
-from typing import Any, Callable, Dict, Iterable, List, Optional
+"""`torch_textcat` (exclusive classes) and `torch_textcat_multilabel`: two
+classes over one base, like spaCy's `textcat` and `textcat_multilabel`."""
+import numbers
+import warnings
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
 from spacy.language import Language
@@ -36,6 +39,7 @@ dropout = 0.1
 DEFAULT_MULTILABEL_MODEL = DEFAULT_TEXTCAT_MODEL.replace(
     "exclusive_classes = true", "exclusive_classes = false"
 )
+EPS = 1e-8
 # spaCy's textcat score weights: cats_score drives model selection.
 SCORE_WEIGHTS = {
     "cats_score": 1.0,
@@ -65,7 +69,7 @@ def make_torch_textcat(
     nlp: Language, name: str, model: Model[List[Doc], Floats2d], threshold: float, scorer: Optional[Callable]
 ) -> "TorchTextCategorizer":
     """Exclusive text classification (softmax) with a torch model."""
-    return TorchTextCategorizer(nlp.vocab, model, name, exclusive=True, threshold=threshold, scorer=scorer)
+    return TorchTextCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer)
 
 
 @Language.factory(
@@ -80,29 +84,28 @@ def make_torch_textcat(
 )
 def make_torch_textcat_multilabel(
     nlp: Language, name: str, model: Model[List[Doc], Floats2d], threshold: float, scorer: Optional[Callable]
-) -> "TorchTextCategorizer":
+) -> "TorchMultiLabelTextCategorizer":
     """Multi-label text classification (independent sigmoids) with a torch model."""
-    return TorchTextCategorizer(nlp.vocab, model, name, exclusive=False, threshold=threshold, scorer=scorer)
+    return TorchMultiLabelTextCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer)
 
 
-class TorchTextCategorizer(TorchLabelledPipe):
-    """Sets `doc.cats` from a torch model's label logits: softmax over the
-    labels for exclusive classes, an independent sigmoid per label otherwise."""
+class TorchTextCategorizerBase(TorchLabelledPipe):
+    """Sets `doc.cats` from a torch model's label logits; the subclasses say
+    how logits become probabilities and which gold values are valid."""
 
-    def __init__(self, vocab: Vocab, model: Model, name: str, *, exclusive: bool, threshold: float, scorer: Optional[Callable]):
+    # Whether the labels exclude each other; kept in cfg (as saved before).
+    exclusive: bool
+    factory: str
+
+    def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float, scorer: Optional[Callable]):
         model_exclusive = model.attrs.get("exclusive_classes")
-        if model_exclusive is not None and model_exclusive != exclusive:
-            factory = "torch_textcat" if exclusive else "torch_textcat_multilabel"
+        if model_exclusive is not None and model_exclusive != self.exclusive:
             raise ValueError(
-                f"Component '{name}' ({factory}) needs a model with exclusive_classes = "
-                f"{str(exclusive).lower()}, but the model has exclusive_classes = "
+                f"Component '{name}' ({self.factory}) needs a model with exclusive_classes = "
+                f"{str(self.exclusive).lower()}, but the model has exclusive_classes = "
                 f"{str(model_exclusive).lower()}"
             )
-        super().__init__(vocab, model, name, scorer=scorer, exclusive=exclusive, threshold=threshold)
-
-    @property
-    def exclusive(self) -> bool:
-        return self.cfg["exclusive"]
+        super().__init__(vocab, model, name, scorer=scorer, exclusive=self.exclusive, threshold=threshold)
 
     def labels_from_examples(self, examples: Iterable[Example]) -> List[str]:
         labels: Dict[str, None] = {}
@@ -123,17 +126,10 @@ class TorchTextCategorizer(TorchLabelledPipe):
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         """Probabilities from logits, with masked labels at exactly 0."""
-        xp = self.model.ops.xp
-        mask = self.label_mask()
-        if self.exclusive:
-            if mask is not None:
-                logits = logits.copy()
-                logits[:, xp.asarray(mask)] = -xp.inf
-            return self.model.ops.softmax(logits, axis=-1)
-        probs = self.model.ops.sigmoid(logits)
-        if mask is not None:
-            probs[:, xp.asarray(mask)] = 0.0
-        return probs
+        raise NotImplementedError
+
+    def _cross_entropy(self, probs: Floats2d, truths: Floats2d, not_missing: Floats2d) -> float:
+        raise NotImplementedError
 
     def set_annotations(self, docs: Iterable[Doc], scores: Floats2d) -> None:
         labels = self.labels
@@ -147,9 +143,10 @@ class TorchTextCategorizer(TorchLabelledPipe):
         self.unmask(
             label for eg in examples for label, value in eg.reference.cats.items() if value > 0
         )
+        self._sync_outputs()
         return super().update(examples, drop=drop, sgd=sgd, losses=losses)
 
-    def get_loss(self, examples: Iterable[Example], logits: Floats2d):
+    def get_loss(self, examples: Iterable[Example], logits: Floats2d) -> Tuple[float, Floats2d]:
         """Cross-entropy against the gold cats (softmax or per-label sigmoid);
         labels missing from an example's cats are not penalised, like spaCy's
         textcat. Returns the loss and its gradient for the logits."""
@@ -161,14 +158,8 @@ class TorchTextCategorizer(TorchLabelledPipe):
         mask = self.label_mask()
         if mask is not None:
             d_logits[:, self.model.ops.xp.asarray(mask)] = 0.0
-        eps = 1e-8
-        xp = self.model.ops.xp
-        if self.exclusive:
-            loss = -(truths * not_missing * xp.log(probs + eps)).sum()
-        else:
-            loss = -(not_missing * (truths * xp.log(probs + eps) + (1 - truths) * xp.log(1 - probs + eps))).sum()
         n = max(len(examples), 1)
-        return float(loss) / n, d_logits / n
+        return self._cross_entropy(probs, truths, not_missing) / n, d_logits / n
 
     def _truths(self, examples: List[Example]):
         truths = numpy.zeros((len(examples), len(self.labels)), dtype="f")
@@ -183,21 +174,51 @@ class TorchTextCategorizer(TorchLabelledPipe):
         return self.model.ops.asarray(truths), self.model.ops.asarray(not_missing)
 
     def _validate_categories(self, examples: Iterable[Example]) -> None:
+        """Gold values are numbers (of any Python or numpy type) in [0, 1]."""
         for eg in examples:
-            cats = eg.reference.cats
-            for label, value in cats.items():
-                if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            for label, value in eg.reference.cats.items():
+                if not isinstance(value, (numbers.Real, numpy.bool_)) or not 0.0 <= float(value) <= 1.0:
                     raise ValueError(
                         f"{self.name}: gold value {value!r} for label '{label}' is outside "
                         f"[0, 1] in the example with text {eg.reference.text[:60]!r}"
                     )
-                if self.exclusive and value not in (0.0, 1.0):
+
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+        validate_examples(examples, f"{type(self).__name__}.score")
+        kwargs.setdefault("threshold", self.cfg["threshold"])
+        kwargs.setdefault("labels", self.labels)
+        return self.scorer(examples, **kwargs)
+
+
+class TorchTextCategorizer(TorchTextCategorizerBase):
+    """Exclusive classes: a softmax over the labels, one positive per doc."""
+
+    exclusive = True
+    factory = "torch_textcat"
+
+    def _activate(self, logits: Floats2d) -> Floats2d:
+        mask = self.label_mask()
+        if mask is not None:
+            logits = logits.copy()
+            logits[:, self.model.ops.xp.asarray(mask)] = -self.model.ops.xp.inf
+        return self.model.ops.softmax(logits, axis=-1)
+
+    def _cross_entropy(self, probs: Floats2d, truths: Floats2d, not_missing: Floats2d) -> float:
+        return float(-(truths * not_missing * self.model.ops.xp.log(probs + EPS)).sum())
+
+    def _validate_categories(self, examples: Iterable[Example]) -> None:
+        examples = list(examples)
+        super()._validate_categories(examples)
+        for eg in examples:
+            cats = eg.reference.cats
+            for label, value in cats.items():
+                if value not in (0.0, 1.0):
                     raise ValueError(
                         f"{self.name}: exclusive classes need gold values 0 or 1, got "
                         f"{value!r} for label '{label}' in {eg.reference.text[:60]!r}"
                     )
-            if self.exclusive and sum(1 for v in cats.values() if v == 1.0) > 1:
-                positives = [label for label, v in cats.items() if v == 1.0]
+            positives = [label for label, v in cats.items() if v == 1.0]
+            if len(positives) > 1:
                 raise ValueError(
                     f"{self.name}: exclusive classes allow one positive label per doc, "
                     f"got {positives} in {eg.reference.text[:60]!r}; use "
@@ -205,12 +226,52 @@ class TorchTextCategorizer(TorchLabelledPipe):
                 )
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
-        validate_examples(examples, f"{type(self).__name__}.score")
-        kwargs.setdefault("threshold", self.cfg["threshold"])
-        kwargs.setdefault("labels", self.labels)
-        if self.exclusive:
-            kwargs.setdefault("positive_label", None)
-        return self.scorer(examples, **kwargs)
+        kwargs.setdefault("positive_label", None)
+        return super().score(examples, **kwargs)
 
 
-__all__ = ["TorchTextCategorizer", "make_torch_textcat", "make_torch_textcat_multilabel"]
+class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
+    """Multi-label: an independent sigmoid per label."""
+
+    exclusive = False
+    factory = "torch_textcat_multilabel"
+
+    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
+        super().initialize(get_examples, nlp=nlp, labels=labels)
+        self._warn_if_exclusive(get_examples())
+
+    def _warn_if_exclusive(self, examples: Iterable[Example]) -> None:
+        """Exactly one positive label in every example is exclusive data, which
+        a softmax (`torch_textcat`) models better than independent sigmoids."""
+        n_examples = 0
+        for eg in examples:
+            n_examples += 1
+            if sum(1 for v in eg.reference.cats.values() if v == 1.0) != 1:
+                return
+        if n_examples > 1:
+            warnings.warn(
+                f"{self.name}: every one of the {n_examples} training examples has exactly "
+                f"one positive label: if the labels exclude each other, torch_textcat "
+                f"(a softmax over the labels) usually does better than "
+                f"torch_textcat_multilabel"
+            )
+
+    def _activate(self, logits: Floats2d) -> Floats2d:
+        probs = self.model.ops.sigmoid(logits)
+        mask = self.label_mask()
+        if mask is not None:
+            probs[:, self.model.ops.xp.asarray(mask)] = 0.0
+        return probs
+
+    def _cross_entropy(self, probs: Floats2d, truths: Floats2d, not_missing: Floats2d) -> float:
+        xp = self.model.ops.xp
+        return float(-(not_missing * (truths * xp.log(probs + EPS) + (1 - truths) * xp.log(1 - probs + EPS))).sum())
+
+
+__all__ = [
+    "TorchMultiLabelTextCategorizer",
+    "TorchTextCategorizer",
+    "TorchTextCategorizerBase",
+    "make_torch_textcat",
+    "make_torch_textcat_multilabel",
+]

@@ -5,7 +5,7 @@ import pickle
 import numpy
 import pytest
 import torch
-from thinc.api import Adam
+from thinc.api import Adam, chain
 
 from spacy_pytorch_shim import TorchWrapper
 
@@ -116,3 +116,193 @@ def test_pickle_payload_is_never_unpickled():
     with pytest.raises(ValueError, match="pickle"):
         model.from_bytes(srsly.msgpack_dumps(data))
     assert not hasattr(builtins, "SPACY_PYTORCH_SHIM_PWNED")
+
+
+# ----------------------------------------------- hardened, all-or-nothing loads
+import gc
+import json
+import struct
+
+import srsly
+
+from spacy_pytorch_shim.models import serialization
+from spacy_pytorch_shim.models.serialization import ModelLoadError, load_model_bytes
+
+
+def msgpack_with(data, change):
+    msg = srsly.msgpack_loads(data)
+    change(msg)
+    return srsly.msgpack_dumps(msg)
+
+
+def safetensors_bytes(header, buffer=b""):
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + buffer
+
+
+def corrupt_containers(data):
+    """Name -> bytes that no model can load, each a different cause."""
+    shim = srsly.msgpack_loads(data)["shims"][0][0]
+    with_shim = lambda blob: msgpack_with(data, lambda m: m["shims"][0].__setitem__(0, blob))
+    return {
+        "truncated": data[: len(data) // 2],
+        "truncated by one byte": data[:-1],
+        "empty": b"",
+        "random": numpy.random.default_rng(0).bytes(4096),
+        "trailing bytes": data + b"\x00",
+        "msgpack list": srsly.msgpack_dumps([1, 2, 3]),
+        "msgpack missing keys": srsly.msgpack_dumps({"nodes": []}),
+        "nodes not a list": msgpack_with(data, lambda m: m.__setitem__("nodes", 3)),
+        "node entry garbage": msgpack_with(data, lambda m: m["nodes"].__setitem__(0, "x")),
+        "nesting bomb": b"\x91" * 200_000,
+        "huge bin claim": b"\xc6\xff\xff\xff\xf0" + b"\x00" * 16,
+        "huge array claim": b"\xdd\xff\xff\xff\xf0" + b"\x00" * 16,
+        "huge map claim": b"\xdf\xff\xff\xff\xf0" + b"\x00" * 16,
+        "shim truncated": with_shim(shim[:-7]),
+        "shim empty": with_shim(b""),
+        "shim not bytes": with_shim(12),
+        "shim random": with_shim(numpy.random.default_rng(1).bytes(512)),
+        "shim header length huge": with_shim(struct.pack("<Q", 2**62) + shim[8:]),
+        "shim header not json": with_shim(struct.pack("<Q", 4) + b"{{{{"),
+        "shim header json bomb": with_shim(struct.pack("<Q", 200_000) + b"[" * 200_000),
+        "shim tensor claims huge shape": with_shim(
+            safetensors_bytes({"0.weight": {"dtype": "F32", "shape": [2**40, 2**20], "data_offsets": [0, 16]}}, b"\x00" * 16)
+        ),
+        "shim pickle": with_shim(pickle.dumps({"weight": [1.0]})),
+    }
+
+
+@pytest.mark.parametrize("gc_enabled", [True, False])
+def test_every_unreadable_model_file_gives_one_error_and_keeps_gc_state(gc_enabled):
+    model, X = trained()
+    before, prediction = state(model), model.predict(X)
+    was = gc.isenabled()
+    try:
+        for name, data in corrupt_containers(model.to_bytes()).items():
+            (gc.enable if gc_enabled else gc.disable)()
+            with pytest.raises(ModelLoadError, match=r"Could not read torch weights|Refusing to load torch weights") as info:
+                load_model_bytes(model, data, source="model.bin")
+            assert "model.bin" in str(info.value), name
+            assert gc.isenabled() is gc_enabled, name
+    finally:
+        (gc.enable if was else gc.disable)()
+    after = state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert numpy.array_equal(model.predict(X), prediction)
+
+
+def test_component_loads_keep_gc_enabled_after_a_failure(tmp_path):
+    """srsly disables gc and leaves it off when msgpack raises."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("torch_textcat", config={"model": {"tok2vec": None, "ngram_rows": 64}})
+    nlp.get_pipe("torch_textcat").initialize(lambda: (x for x in []), labels=["A", "B"])
+    data = nlp.get_pipe("torch_textcat").to_bytes()
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        nlp.get_pipe("torch_textcat").from_bytes(data[:-3])
+    assert gc.isenabled()
+
+
+def test_wrong_shape_is_refused_from_the_header_before_the_data_is_read(monkeypatch):
+    model, _ = trained()
+    data = model.to_bytes()
+    other = build(nO=4, seed=1)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the tensors were read although the header does not fit")
+
+    monkeypatch.setattr(serialization, "safetensors_load", never)
+    with pytest.raises(ModelLoadError, match=r"'2.weight' has shape \(3, 5\) in the data but \(4, 5\)"):
+        load_model_bytes(other, data)
+
+
+def test_removed_shim_data_is_refused_not_left_random():
+    model, X = trained()
+    fresh = build(seed=1)
+    before = state(fresh)
+    data = msgpack_with(model.to_bytes(), lambda m: m["shims"].__setitem__(0, []))
+    with pytest.raises(ModelLoadError, match="0 shim entries in the data but 1"):
+        load_model_bytes(fresh, data)
+    assert all(torch.equal(before[k], state(fresh)[k]) for k in before)
+
+
+def test_attrs_that_are_not_data_cannot_be_overwritten():
+    model, X = trained()
+    convert = model.attrs["convert_inputs"]
+    hostile = msgpack_with(
+        model.to_bytes(), lambda m: m["attrs"][0].__setitem__("convert_inputs", srsly.msgpack_dumps("x"))
+    )
+    with pytest.raises(ModelLoadError, match="'convert_inputs' is not data"):
+        load_model_bytes(model, hostile)
+    assert model.attrs["convert_inputs"] is convert
+    unknown = msgpack_with(model.to_bytes(), lambda m: m["attrs"][0].__setitem__("new", srsly.msgpack_dumps(1)))
+    with pytest.raises(ModelLoadError, match="no attr 'new'"):
+        load_model_bytes(model, unknown)
+    other_kind = msgpack_with(
+        model.to_bytes(), lambda m: m["attrs"][0].__setitem__("output_bias_fill", srsly.msgpack_dumps("zero"))
+    )
+    with pytest.raises(ModelLoadError, match="'output_bias_fill' is str in the data but a number"):
+        load_model_bytes(model, other_kind)
+    assert model.attrs["output_bias_fill"] == 0.0
+    model.predict(X)
+
+
+def test_renamed_node_or_other_structure_is_refused_with_e149():
+    model, _ = trained()
+    renamed = msgpack_with(model.to_bytes(), lambda m: m["nodes"][0].__setitem__("name", "other"))
+    with pytest.raises(ModelLoadError, match="E149"):
+        load_model_bytes(model, renamed)
+    with pytest.raises(ModelLoadError, match="E149"):
+        load_model_bytes(chain(TorchWrapper(torch.nn.Linear(4, 3)), TorchWrapper(torch.nn.Linear(3, 3))), model.to_bytes())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_unless_allowed(value):
+    model, X = trained()
+    with torch.no_grad():
+        model.shims[0].module[0].weight[1, 2] = value
+    data = model.to_bytes()
+    fresh = build(seed=1)
+    before = state(fresh)
+    with pytest.raises(ModelLoadError, match="'0.weight' holds NaN or infinite values"):
+        load_model_bytes(fresh, data)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fresh.from_bytes(data)
+    assert all(torch.equal(before[k], state(fresh)[k]) for k in before)
+    load_model_bytes(fresh, data, allow_nonfinite=True)
+    loaded = state(fresh)["0.weight"]
+    assert torch.equal(loaded.isnan(), state(model)["0.weight"].isnan()) and not torch.isfinite(loaded[1, 2])
+
+
+class WithExtraState(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        self.vocab = {"words": ["a", "b"], "version": 1}
+
+    def forward(self, X):
+        return self.linear(X)
+
+    def get_extra_state(self):
+        return dict(self.vocab)
+
+    def set_extra_state(self, value):
+        self.vocab = value
+
+
+def test_modules_with_extra_state_save_and_load():
+    model = TorchWrapper(WithExtraState())
+    model.shims[0].module.vocab = {"words": ["x", "y", "z"], "version": 2}
+    other = TorchWrapper(WithExtraState()).from_bytes(model.to_bytes())
+    assert other.shims[0].module.vocab == {"words": ["x", "y", "z"], "version": 2}
+    assert torch.equal(other.shims[0].module.linear.weight, model.shims[0].module.linear.weight)
+    assert other.to_bytes() == model.to_bytes()
+
+
+def test_extra_state_that_is_not_data_is_a_clear_error_on_save():
+    module = WithExtraState()
+    module.vocab = {"fn": print}
+    with pytest.raises(ValueError, match="'_extra_state'.*tensor or JSON data"):
+        TorchWrapper(module).to_bytes()

@@ -5,7 +5,7 @@ import spacy
 from spacy.training import Example
 from thinc.api import Adam
 
-from spacy_pytorch_shim.pipeline.ner import biluo_constraints, decode_biluo, viterbi_biluo
+from spacy_pytorch_shim.pipeline.biluo import biluo_constraints, decode_biluo, viterbi_biluo
 
 TRAIN = [
     ("Alice lives in Paris", [(0, 5, "PER"), (15, 20, "LOC")]),
@@ -180,11 +180,16 @@ def test_unknown_gold_label_is_treated_as_missing_with_a_warning(trained):
     assert "ORG" not in nlp.get_pipe("ner").labels
 
 
-def test_initialize_without_labels_is_a_clear_error():
+def test_initialize_without_labels_tags_everything_outside_like_spacy_ner(tmp_path):
+    """What `spacy assemble` does with no labels: spaCy's ner assembles."""
     nlp = make_nlp()
-    egs = [Example.from_dict(nlp.make_doc("nothing here"), {"entities": []})]
-    with pytest.raises(ValueError, match="no labels"):
-        nlp.initialize(lambda: egs)
+    nlp.initialize()
+    ner = nlp.get_pipe("ner")
+    assert ner.labels == () and nlp("Alice lives in Paris").ents == ()
+    nlp.to_disk(tmp_path / "assembled")
+    assert spacy.load(tmp_path / "assembled")("Alice in Paris").ents == ()
+    ner.add_label("PER")
+    assert nlp("Alice lives in Paris").ents == ()
 
 
 def test_initialize_with_given_labels():
