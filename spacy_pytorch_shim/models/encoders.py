@@ -66,7 +66,16 @@ class BiLSTMEncoder(nn.Module):
 
 def build_cnn_encoder(*, width: int, depth: int = 4, window: int = 1, dropout: float = 0.1) -> nn.Module:
     """"spacy-pytorch-shim.CNNEncoder.v1"."""
-    arch = "spacy-pytorch-shim.CNNEncoder.v1"
+    return _build_cnn_encoder("spacy-pytorch-shim.CNNEncoder.v1", width, depth, window, dropout)
+
+
+def build_cnn_encoder_v2(*, width: int, depth: int = 4, window: int = 1) -> nn.Module:
+    """"spacy-pytorch-shim.CNNEncoder.v2": v1 without `dropout`, which the
+    caller's rate (`[training] dropout`) always replaced in training."""
+    return _build_cnn_encoder("spacy-pytorch-shim.CNNEncoder.v2", width, depth, window, 0.0)
+
+
+def _build_cnn_encoder(arch: str, width: int, depth: int, window: int, dropout: float) -> nn.Module:
     check_size(arch, "width", width)
     check_size(arch, "depth", depth, minimum=0)
     check_size(arch, "window", window, minimum=0)
@@ -76,21 +85,17 @@ def build_cnn_encoder(*, width: int, depth: int = 4, window: int = 1, dropout: f
 
 def build_bilstm_encoder(*, width: int, depth: int = 1, dropout: float = 0.1) -> nn.Module:
     """"spacy-pytorch-shim.BiLSTMEncoder.v1"."""
-    arch = "spacy-pytorch-shim.BiLSTMEncoder.v1"
-    check_size(arch, "width", width)
-    check_size(arch, "depth", depth)
-    check_rate(arch, "dropout", dropout)
-    return BiLSTMEncoder(width, depth, dropout)
-
-
-def build_cnn_encoder_v2(*, width: int, depth: int = 4, window: int = 1) -> nn.Module:
-    """"spacy-pytorch-shim.CNNEncoder.v2": v1 without `dropout`, which the
-    caller's rate (`[training] dropout`) always replaced in training."""
-    return build_cnn_encoder(width=width, depth=depth, window=window, dropout=0.0)
+    return _build_bilstm_encoder("spacy-pytorch-shim.BiLSTMEncoder.v1", width, depth, dropout)
 
 
 def build_bilstm_encoder_v2(*, width: int, depth: int = 1) -> nn.Module:
     """"spacy-pytorch-shim.BiLSTMEncoder.v2": v1 without `dropout` (the
     caller's rate)."""
-    return build_bilstm_encoder(width=width, depth=depth, dropout=0.0)
+    return _build_bilstm_encoder("spacy-pytorch-shim.BiLSTMEncoder.v2", width, depth, 0.0)
 
+
+def _build_bilstm_encoder(arch: str, width: int, depth: int, dropout: float) -> nn.Module:
+    check_size(arch, "width", width)
+    check_size(arch, "depth", depth)
+    check_rate(arch, "dropout", dropout)
+    return BiLSTMEncoder(width, depth, dropout)

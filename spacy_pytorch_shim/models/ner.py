@@ -42,7 +42,23 @@ def build_ner_tagger(
     """"spacy-pytorch-shim.TorchNERTagger.v1": per-token BILUO tag scores
     (logits) over any token-to-vector layer; the `torch_ner` component decodes
     them into valid entity spans. `nO` is set from the labels at initialization."""
-    arch = "spacy-pytorch-shim.TorchNERTagger.v1"
+    return _build_ner_tagger("spacy-pytorch-shim.TorchNERTagger.v1", tok2vec, hidden_width, dropout, nO)
+
+
+def build_ner_tagger_v2(
+    *,
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    hidden_width: int = 64,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """"spacy-pytorch-shim.TorchNERTagger.v2": v1 without `dropout`, which
+    the caller's rate (`[training] dropout`) always replaced in training."""
+    return _build_ner_tagger("spacy-pytorch-shim.TorchNERTagger.v2", tok2vec, hidden_width, 0.0, nO)
+
+
+def _build_ner_tagger(
+    arch: str, tok2vec: Model, hidden_width: int, dropout: float, nO: Optional[int]
+) -> Model[List[Doc], List[Floats2d]]:
     check_size(arch, "hidden_width", hidden_width, minimum=0)  # 0: no hidden layer
     check_rate(arch, "dropout", dropout)
     if nO is not None:
@@ -60,15 +76,3 @@ def build_ner_tagger(
     model.set_ref("output_layer", head)
     model.attrs["resize_output"] = head.attrs["resize_output"]
     return model
-
-
-def build_ner_tagger_v2(
-    *,
-    tok2vec: Model[List[Doc], List[Floats2d]],
-    hidden_width: int = 64,
-    nO: Optional[int] = None,
-) -> Model[List[Doc], List[Floats2d]]:
-    """"spacy-pytorch-shim.TorchNERTagger.v2": v1 without `dropout`, which
-    the caller's rate (`[training] dropout`) always replaced in training."""
-    return build_ner_tagger(tok2vec=tok2vec, hidden_width=hidden_width, dropout=0.0, nO=nO)
-

@@ -65,7 +65,37 @@ def build_textcat(
     the sum of a pooled token-vector head (left out when tok2vec is null) and
     a bag of hashed 1..ngram_size-grams (left out when ngram_size is 0). The
     component applies softmax (exclusive_classes) or sigmoid."""
-    arch = "spacy-pytorch-shim.TorchTextCat.v1"
+    return _build_textcat(
+        "spacy-pytorch-shim.TorchTextCat.v1", tok2vec, exclusive_classes, hidden_width, dropout, ngram_size, ngram_rows, nO
+    )
+
+
+def build_textcat_v2(
+    *,
+    tok2vec: Optional[Model[List[Doc], List[Floats2d]]],
+    exclusive_classes: bool,
+    hidden_width: int = 128,
+    ngram_size: int = 2,
+    ngram_rows: int = 2**16,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], Floats2d]:
+    """"spacy-pytorch-shim.TorchTextCat.v2": v1 without `dropout`, which the
+    caller's rate (`[training] dropout`) always replaced in training."""
+    return _build_textcat(
+        "spacy-pytorch-shim.TorchTextCat.v2", tok2vec, exclusive_classes, hidden_width, 0.0, ngram_size, ngram_rows, nO
+    )
+
+
+def _build_textcat(
+    arch: str,
+    tok2vec: Optional[Model],
+    exclusive_classes: bool,
+    hidden_width: int,
+    dropout: float,
+    ngram_size: int,
+    ngram_rows: int,
+    nO: Optional[int],
+) -> Model[List[Doc], Floats2d]:
     check_size(arch, "hidden_width", hidden_width)
     check_rate(arch, "dropout", dropout)
     check_size(arch, "ngram_size", ngram_size, minimum=0)
@@ -107,26 +137,3 @@ def build_textcat(
     model.attrs["resize_output"] = resize_output
     model.attrs["exclusive_classes"] = exclusive_classes
     return model
-
-
-def build_textcat_v2(
-    *,
-    tok2vec: Optional[Model[List[Doc], List[Floats2d]]],
-    exclusive_classes: bool,
-    hidden_width: int = 128,
-    ngram_size: int = 2,
-    ngram_rows: int = 2**16,
-    nO: Optional[int] = None,
-) -> Model[List[Doc], Floats2d]:
-    """"spacy-pytorch-shim.TorchTextCat.v2": v1 without `dropout`, which the
-    caller's rate (`[training] dropout`) always replaced in training."""
-    return build_textcat(
-        tok2vec=tok2vec,
-        exclusive_classes=exclusive_classes,
-        hidden_width=hidden_width,
-        dropout=0.0,
-        ngram_size=ngram_size,
-        ngram_rows=ngram_rows,
-        nO=nO,
-    )
-

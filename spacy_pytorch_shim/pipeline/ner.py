@@ -15,9 +15,8 @@ from .base import TorchLabelledPipe
 
 DEFAULT_NER_MODEL = """
 [model]
-@architectures = "spacy-pytorch-shim.TorchNERTagger.v1"
+@architectures = "spacy-pytorch-shim.TorchNERTagger.v2"
 hidden_width = 128
-dropout = 0.1
 
 [model.tok2vec]
 @architectures = "spacy-pytorch-shim.TorchTok2Vec.v1"
@@ -26,11 +25,10 @@ attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
 rows = [10000, 2000, 5000, 5000]
 
 [model.tok2vec.encoder]
-@architectures = "spacy-pytorch-shim.CNNEncoder.v1"
+@architectures = "spacy-pytorch-shim.CNNEncoder.v2"
 width = ${model.tok2vec.width}
 depth = 4
 window = 1
-dropout = 0.1
 """
 
 

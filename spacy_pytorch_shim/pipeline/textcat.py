@@ -16,10 +16,9 @@ from .base import TorchLabelledPipe
 
 DEFAULT_TEXTCAT_MODEL = """
 [model]
-@architectures = "spacy-pytorch-shim.TorchTextCat.v1"
+@architectures = "spacy-pytorch-shim.TorchTextCat.v2"
 exclusive_classes = true
 hidden_width = 128
-dropout = 0.1
 ngram_size = 2
 ngram_rows = 65536
 
@@ -30,11 +29,10 @@ attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
 rows = [5000, 1000, 2500, 2500]
 
 [model.tok2vec.encoder]
-@architectures = "spacy-pytorch-shim.CNNEncoder.v1"
+@architectures = "spacy-pytorch-shim.CNNEncoder.v2"
 width = ${model.tok2vec.width}
 depth = 2
 window = 1
-dropout = 0.1
 """
 DEFAULT_MULTILABEL_MODEL = DEFAULT_TEXTCAT_MODEL.replace(
     "exclusive_classes = true", "exclusive_classes = false"

@@ -16,6 +16,15 @@ from spacy_pytorch_shim.pipeline import (
 )
 
 TOK2VEC = {"width": 16, "rows": [200, 50, 50, 50], "encoder": {"width": 16, "depth": 1}}
+# The factories' default model is TorchNERTagger.v2; the same with the .v1 blocks.
+NER_V1 = {
+    "@architectures": "spacy-pytorch-shim.TorchNERTagger.v1",
+    "tok2vec": {
+        **TOK2VEC,
+        "@architectures": "spacy-pytorch-shim.TorchTok2Vec.v1",
+        "encoder": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v1", "width": 16, "depth": 1},
+    },
+}
 CONFIGS = {
     "torch_textcat": {"model": {"tok2vec": TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
     "torch_textcat_multilabel": {"model": {"tok2vec": TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
@@ -96,14 +105,14 @@ def test_textcat_without_labels_explains_itself_in_one_line(factory):
         ("torch_ner", {"tok2vec": {**TOK2VEC, "rows": [200, 0, 50, 50]}}, r"rows\[1\]"),
         ("torch_ner", {"tok2vec": {**TOK2VEC, "encoder": {"width": 16, "depth": -1}}}, "depth"),
         ("torch_ner", {"hidden_width": -1}, "hidden_width"),
-        ("torch_ner", {"dropout": 1.5}, "dropout"),
+        ("torch_ner", {**NER_V1, "dropout": 1.5}, "dropout"),
         ("torch_textcat", {"hidden_width": 0}, "hidden_width"),
         ("torch_textcat", {"ngram_rows": 1}, "ngram_rows"),
         ("torch_textcat", {"ngram_size": -2}, "ngram_size"),
     ],
 )
 def test_sizes_are_checked_at_construction_naming_the_config_key(factory, overrides, key):
-    with pytest.raises(ValueError, match=rf"spacy-pytorch-shim\.\w+\.v1: `{key}` must be"):
+    with pytest.raises(ValueError, match=rf"spacy-pytorch-shim\.\w+\.v[12]: `{key}` must be"):
         make_pipe(factory, **overrides)
 
 
@@ -156,7 +165,9 @@ def test_many_labels_added_one_by_one_cost_one_resize(factory):
     if factory == "torch_ner":
         assert [(e.text, e.label_) for e in doc.ents] == before
     else:
-        assert {k: v for k, v in doc.cats.items() if k == "A"} == before and doc.cats["L7"] == 0.0
+        # Equal up to float rounding: a wider output layer may take another
+        # matrix-multiply kernel (it did after other tests ran in the process).
+        assert doc.cats["A"] == pytest.approx(before["A"], rel=1e-6) and doc.cats["L7"] == 0.0
     nlp("again")
     assert len(calls) == 1
 
@@ -177,5 +188,14 @@ def test_a_spacy_tok2vec_of_width_zero_is_named_not_called_unknown():
         "embed": {"@architectures": "spacy.MultiHashEmbed.v2", "width": 0, "attrs": ["NORM"], "rows": [100], "include_static_vectors": False},
         "encode": {"@architectures": "spacy.MaxoutWindowEncoder.v2", "width": 0, "depth": 1, "window_size": 1, "maxout_pieces": 2},
     }
-    with pytest.raises(ValueError, match=r"TorchNERTagger.v1: `tok2vec.width` must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match=r"TorchNERTagger.v2: `tok2vec.width` must be a positive integer, got 0"):
         make_pipe("torch_ner", tok2vec=tok2vec)
+
+
+def test_size_errors_name_the_version_the_config_uses():
+    with pytest.raises(ValueError, match=r"spacy-pytorch-shim\.TorchNERTagger\.v2: `hidden_width`"):
+        make_pipe("torch_ner", hidden_width=-1)
+    with pytest.raises(ValueError, match=r"spacy-pytorch-shim\.TorchNERTagger\.v1: `hidden_width`"):
+        make_pipe("torch_ner", **{**NER_V1, "hidden_width": -1})
+    with pytest.raises(ValueError, match=r"spacy-pytorch-shim\.CNNEncoder\.v2: `depth`"):
+        make_pipe("torch_ner", tok2vec={**TOK2VEC, "encoder": {"width": 16, "depth": -1}})
