@@ -56,7 +56,7 @@ def pipeline_fingerprint(path: Path) -> str:
 
 
 def input_fingerprint(files: Sequence[Path], shard_size: int, text_field: str) -> Dict[str, Any]:
-    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stats = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]  # as JSON reads it back
     return {"files": stats, "shard_size": shard_size, "text_field": text_field}
 
 

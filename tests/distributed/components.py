@@ -11,8 +11,8 @@ from spacy.tokens import Doc
 
 
 class KillOnce:
-    """SIGKILLs its process at document `index`, once: the marker file says
-    it happened (and stops the restarted worker from doing it again)."""
+    """SIGKILLs its process at document `index`, once: the marker file holds
+    the killed pid (and stops the restarted worker from doing it again)."""
 
     def __init__(self, marker: str, index: int):
         self.marker = Path(marker)
@@ -21,7 +21,8 @@ class KillOnce:
     def __call__(self, doc: Doc) -> Doc:
         if doc.user_data.get("index") == self.index:
             try:
-                self.marker.open("x").close()
+                with self.marker.open("x") as file:
+                    file.write(str(os.getpid()))
             except FileExistsError:
                 return doc
             os.kill(os.getpid(), signal.SIGKILL)
