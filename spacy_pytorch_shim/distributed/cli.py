@@ -58,6 +58,9 @@ def ray_annotate_cli(
         )
     except (InputError, OutputError, PipelineError, AnnotationError, FileNotFoundError, ValueError) as err:
         msg.fail(str(err), exits=1)
+    except KeyboardInterrupt:
+        msg.warn(f"Interrupted: the shards recorded in {output_dir / MANIFEST} are kept; run the same command again to resume")
+        raise typer.Exit(130)
     if result.shards_kept:
         msg.info(f"Resumed: {result.shards_kept} of {result.shards_total} shards were already done")
     if result.docs:

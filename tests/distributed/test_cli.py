@@ -1,6 +1,6 @@
 """`python -m spacy ray-annotate` in subprocesses: the embedded local Ray
-instance, joining a running one with --address, resuming after the driver
-was killed part-way, bad input, and a machine without the ray extra."""
+instance, joining a running one with --address, resuming after Ctrl-C and
+after the driver was killed part-way, bad input, and a machine without the ray extra."""
 import signal
 import subprocess
 import sys
@@ -27,10 +27,23 @@ def test_cli_with_embedded_ray(pipelines, texts, reference, tmp_path):
     assert_same_annotations(read_output(tmp_path / "out", spacy.load(pipelines["ner"]).vocab), reference["ner"])
 
 
-def test_resume_after_the_driver_was_killed(ray_address, pipelines, texts, reference, components, tmp_path):
-    """Kill the driver (SIGKILL) once two shards are recorded, rerun the same
-    command: the recorded shards are kept as they are, the rest annotated, and
-    the output is that of an uninterrupted run."""
+def stop_driver_after(args, manifest, n_shards: int, sig: int) -> subprocess.CompletedProcess:
+    """Start the command, send `sig` once `n_shards` shards are recorded."""
+    driver = subprocess.Popen([sys.executable, "-m", "spacy", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not manifest.exists() or len(manifest.read_text().splitlines()) < 1 + n_shards:
+        assert driver.poll() is None, driver.stdout.read()
+        assert time.monotonic() < deadline, "no shard written in time"
+        time.sleep(0.05)
+    driver.send_signal(sig)
+    output, _ = driver.communicate(timeout=120)
+    return subprocess.CompletedProcess(driver.args, driver.returncode, output, "")
+
+
+def test_resume_after_ctrl_c_and_after_the_driver_was_killed(ray_address, pipelines, texts, reference, components, tmp_path):
+    """Stop the driver with Ctrl-C (SIGINT) after two shards, resume and kill
+    it (SIGKILL) after two more, resume to the end: recorded shards are kept
+    as they are, and the output is that of an uninterrupted run."""
     nlp = spacy.load(pipelines["ner"])
     nlp.add_pipe("test_slow")
     nlp.to_disk(tmp_path / "pipeline")
@@ -39,25 +52,26 @@ def test_resume_after_the_driver_was_killed(ray_address, pipelines, texts, refer
     out = tmp_path / "out"
     args = ["ray-annotate", tmp_path / "pipeline", path, out, "--workers", "1", "--shard-size", "10",
             "--code", COMPONENTS, "--address", ray_address, "--no-progress"]
-    driver = subprocess.Popen([sys.executable, "-m", "spacy", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while not (out / MANIFEST).exists() or len((out / MANIFEST).read_text().splitlines()) < 3:
-        assert driver.poll() is None, driver.stdout.read().decode()
-        assert time.monotonic() < deadline, "no shard written in time"
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+
+    interrupted = stop_driver_after(args, out / MANIFEST, 2, signal.SIGINT)
+    assert interrupted.returncode == 130, interrupted.stdout
+    assert "run the same command again to resume" in flat(interrupted.stdout)
+    first = (out / MANIFEST).read_text().splitlines()[1:]
+    assert 2 <= len(first) < 8, "the run was not stopped part-way"
+
+    killed = stop_driver_after(args, out / MANIFEST, len(first) + 2, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
     recorded = (out / MANIFEST).read_text().splitlines()[1:]
-    assert 2 <= len(recorded) < 8, "the run was not stopped part-way"
-    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("*.spacy")}
+    assert recorded[: len(first)] == first and len(recorded) < 8, "the run was not stopped part-way"
+    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("*.spacy") if any(f'"{p.name}"' in line for line in recorded)}
+    assert len(kept) == len(recorded)
 
     result = run_spacy(args)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Resumed: {len(recorded)} of 8 shards were already done" in flat(result.stdout)
     assert f"Annotated {n_docs - 10 * len(recorded)} documents" in flat(result.stdout)
     for name, mtime in kept.items():
-        if any(f'"{name}"' in line for line in recorded):
-            assert (out / name).stat().st_mtime_ns == mtime, f"{name} was annotated again"
+        assert (out / name).stat().st_mtime_ns == mtime, f"{name} was annotated again"
     assert_same_annotations(read_output(out, nlp.vocab), reference["ner"][:n_docs])
 
 
