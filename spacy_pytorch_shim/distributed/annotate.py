@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy
 
-from .inputs import InputsArg, Record, Shard, find_input_files, plan_shards, read_shard
+from .inputs import InputError, InputsArg, Record, Shard, find_input_files, plan_shards, read_shard
 from .manifest import Manifest, OutputError, input_fingerprint, pipeline_fingerprint, resolve_pipeline
 
 ON_ERROR = ("skip", "fail")
@@ -193,6 +193,9 @@ def annotate(
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"{output_dir}: exists and is not a directory")
+    inside = [f for f in files if output_dir.resolve() in f.parents]
+    if inside:
+        raise InputError(f"{inside[0]}: an input file inside the output directory {output_dir}")
     shards = list(plan_shards(files, shard_size, text_field))
     manifest = Manifest.open(output_dir, header)
     pending = [s for s in shards if s.index not in manifest.entries]

@@ -131,6 +131,15 @@ def test_output_of_a_different_pipeline_or_input_is_refused(tmp_path, pipelines)
     assert json.loads((out / MANIFEST).read_text().splitlines()[0])["input"]["files"][0][0] == str(path.resolve())
 
 
+def test_output_directory_inside_the_input_is_refused(tmp_path, pipelines):
+    """A rerun would read the first run's shards as input."""
+    write_jsonl(tmp_path / "a.jsonl", ["x"])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "000000.spacy").write_bytes(b"")
+    with pytest.raises(InputError, match=r"000000\.spacy: an input file inside the output directory"):
+        annotate(pipelines["ner"], tmp_path, tmp_path / "out")
+
+
 def test_foreign_spacy_files_in_output_are_refused(tmp_path, pipelines):
     path = write_jsonl(tmp_path / "a.jsonl", ["x"])
     out = tmp_path / "out"
