@@ -2,7 +2,7 @@
 shards, exactly once, resumable (docs/ray.md). Needs the `ray` extra:
 `pip install "spacy-pytorch-shim[ray]"`; Ray itself is imported only when a
 run starts."""
-from .annotate import AnnotateResult, AnnotationError, WorkerStats, annotate, read_annotations
+from .ray_annotate import AnnotateResult, AnnotationError, WorkerStats, annotate, read_annotations
 from .inputs import InputError
 from .manifest import ERRORS, MANIFEST, OutputError, PipelineError
 

@@ -8,7 +8,7 @@ import typer
 from spacy.cli._util import Arg, Opt, app
 from wasabi import msg
 
-from .annotate import INSTALL_HINT, ON_ERROR, AnnotationError, annotate
+from .ray_annotate import INSTALL_HINT, ON_ERROR, AnnotationError, annotate
 from .inputs import InputError
 from .manifest import ERRORS, MANIFEST, OutputError, PipelineError
 

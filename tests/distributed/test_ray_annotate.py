@@ -12,6 +12,7 @@ from spacy.tokens import DocBin
 
 from ray_helpers import assert_same_annotations, read_output, write_jsonl
 from spacy_pytorch_shim.distributed import ERRORS, MANIFEST, AnnotationError, annotate
+from spacy_pytorch_shim.distributed import ray_annotate as annotate_module
 
 
 def test_ner_exactly_once_and_as_nlp_pipe(ray_address, pipelines, texts, reference, tmp_path):
@@ -35,17 +36,19 @@ def test_ner_exactly_once_and_as_nlp_pipe(ray_address, pipelines, texts, referen
     assert_same_annotations(read_output(tmp_path / "out", docs[0].vocab), reference["ner"])
 
 
-def test_textcat_txt_and_spacy_inputs_as_nlp_pipe(ray_address, pipelines, texts, reference, tmp_path):
+def test_textcat_txt_and_spacy_inputs_as_nlp_pipe(ray_address, pipelines, texts, reference, tmp_path, monkeypatch):
     """A directory with a .txt file (blank lines between documents) and a
-    .spacy file: the corpus is the files in name order."""
+    .spacy file: the corpus is the files in name order. Two tasks for the
+    four shards: a task that takes several shards returns each."""
+    monkeypatch.setattr(annotate_module, "MAX_TASKS", 2)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     half = len(texts["textcat"]) // 2
     (corpus / "a.txt").write_text("\n\n".join(texts["textcat"][:half]) + "\n", encoding="utf8")
     blank = spacy.blank("en")
     DocBin(docs=[blank(t) for t in texts["textcat"][half:]]).to_disk(corpus / "b.spacy")
-    result = annotate(pipelines["textcat"], corpus, tmp_path / "out", workers=2, shard_size=40)
-    assert result.docs == len(texts["textcat"])
+    result = annotate(pipelines["textcat"], corpus, tmp_path / "out", workers=2, shard_size=30)
+    assert (result.shards_total, result.docs) == (4, len(texts["textcat"]))
     docs = read_output(tmp_path / "out", spacy.load(pipelines["textcat"]).vocab)
     assert_same_annotations(docs, reference["textcat"])
     assert docs[1].user_data["line"] == 3 and docs[half + 1].user_data["line"] == 2

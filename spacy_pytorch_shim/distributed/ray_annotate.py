@@ -28,6 +28,7 @@ from .inputs import InputError, InputsArg, Record, Shard, find_input_files, plan
 from .manifest import Manifest, OutputError, input_fingerprint, pipeline_fingerprint, resolve_pipeline
 
 ON_ERROR = ("skip", "fail")
+MAX_TASKS = 10_000
 INSTALL_HINT = 'Ray is not installed: pip install "spacy-pytorch-shim[ray]" (installs ray[data])'
 
 
@@ -248,7 +249,11 @@ def _run(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        dataset = ray.data.from_items([s.to_dict() for s in pending], override_num_blocks=len(pending))
+        # One block (one task) per shard, up to MAX_TASKS: beyond that, Ray's
+        # bookkeeping of the blocks would grow with the corpus, so a task
+        # takes several consecutive shards.
+        blocks = min(len(pending), MAX_TASKS)
+        dataset = ray.data.from_items([s.to_dict() for s in pending], override_num_blocks=blocks)
         dataset = dataset.map_batches(
             ShardAnnotator,
             fn_constructor_kwargs={
