@@ -1,0 +1,77 @@
+"""`python -m spacy ray-annotate`: registered on spaCy's CLI through the
+`spacy_cli` entry point group (setup.cfg). Importing this module does not
+import Ray; a missing `ray` extra is reported when the command runs."""
+from pathlib import Path
+from typing import Optional
+
+import typer
+from spacy.cli._util import Arg, Opt, app
+from wasabi import msg
+
+from .ray_annotate import INSTALL_HINT, ON_ERROR, AnnotationError, annotate
+from .inputs import InputError
+from .manifest import ERRORS, MANIFEST, OutputError, PipelineError
+
+
+@app.command("ray-annotate")
+def ray_annotate_cli(
+    # fmt: off
+    pipeline: str = Arg(..., help="Pipeline: a directory or an installed package name (on every node)"),
+    inputs: str = Arg(..., help="A .jsonl, .txt (one document per line) or .spacy file, a directory of them, or a glob (quoted)"),
+    output_dir: Path = Arg(..., help="Output directory: .spacy shards, manifest.jsonl, errors.jsonl; rerun to resume"),
+    workers: int = Opt(1, "--workers", "-w", min=1, help="Number of Ray actors, each with its own copy of the pipeline"),
+    address: Optional[str] = Opt(None, "--address", "-a", help="Ray cluster to join (e.g. 10.0.0.1:6379, or 'auto'); default: start a local Ray instance"),
+    shard_size: int = Opt(1000, "--shard-size", "-s", min=1, help="Documents per output shard (one Ray task)"),
+    batch_size: int = Opt(64, "--batch-size", "-b", min=1, help="Documents per nlp.pipe batch in a worker"),
+    text_field: str = Opt("text", "--text-field", "-t", help="Field of a .jsonl record that holds the text"),
+    on_error: str = Opt("skip", "--on-error", "-e", help="A document that makes the pipeline raise: 'skip' (to errors.jsonl) or 'fail' (stop)"),
+    gpus_per_worker: float = Opt(0.0, "--gpus-per-worker", "-G", min=0.0, help="GPUs per actor (e.g. 1, or 0.5 to share); 0 for CPU"),
+    threads_per_worker: int = Opt(1, "--threads-per-worker", "-T", min=1, help="torch threads (and Ray CPUs) per actor"),
+    code_path: Optional[Path] = Opt(None, "--code", "-c", help="Python file with additional code (registered functions), imported in every worker"),
+    progress: bool = Opt(True, "--progress/--no-progress", help="Show a progress bar"),
+    # fmt: on
+):
+    """Annotate a corpus with a trained pipeline on Ray workers into .spacy
+    shards, exactly once and in input order. Rerun the same command to resume
+    an interrupted run. See docs/ray.md."""
+    if on_error not in ON_ERROR:
+        msg.fail(f"--on-error must be one of: {', '.join(ON_ERROR)} (got {on_error!r})", exits=1)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        msg.fail(INSTALL_HINT, exits=1)
+    try:
+        result = annotate(
+            pipeline,
+            inputs,
+            output_dir,
+            workers=workers,
+            shard_size=shard_size,
+            batch_size=batch_size,
+            text_field=text_field,
+            on_error=on_error,
+            address=address,
+            num_gpus=gpus_per_worker,
+            threads_per_worker=threads_per_worker,
+            code_path=code_path,
+            progress=progress,
+        )
+    except (InputError, OutputError, PipelineError, AnnotationError, FileNotFoundError, ValueError) as err:
+        msg.fail(str(err), exits=1)
+    except KeyboardInterrupt:
+        msg.warn(f"Interrupted: the shards recorded in {output_dir / MANIFEST} are kept; run the same command again to resume")
+        raise typer.Exit(130)
+    if result.shards_kept:
+        msg.info(f"Resumed: {result.shards_kept} of {result.shards_total} shards were already done")
+    if result.docs:
+        seconds = result.run_s
+        msg.good(
+            f"Annotated {result.docs} documents ({result.words} words) in {seconds:.1f}s: "
+            f"{result.docs / seconds:.0f} docs/s, {result.words / seconds:.0f} words/s "
+            f"(start-up: Ray {result.ray_start_s:.1f}s, first shard done at {result.first_shard_s:.1f}s)"
+        )
+    for stats in result.workers.values():
+        msg.text(f"worker pid {stats.pid}: pipeline loaded in {stats.load_s:.1f}s, {stats.shards} shards, peak RSS {stats.peak_rss_mb:.0f} MB")
+    if result.errors:
+        msg.warn(f"{result.errors} documents made the pipeline raise: see {output_dir / ERRORS}")
+    msg.good(f"{result.shards_total} shards in {output_dir} (index: {output_dir / MANIFEST})")
