@@ -8,6 +8,7 @@ from thinc.shims import Shim
 from thinc.types import ArgsKwargs
 from thinc.util import torch2xp, xp2torch
 
+from ..parallel.sync import all_reduce_gradients, gradients_to_sync, sync_active  # issue-dist
 from .convert import to_array
 from .serialization import load_module_bytes, module_to_bytes
 
@@ -136,6 +137,11 @@ class TorchShim(Shim):
         """Let the Thinc optimizer update every parameter that has a gradient,
         then drop the gradients (they are zeroed for the next step)."""
         self._remember(optimizer)
+        # >>> issue-dist: data-parallel gradient sum across ranks (lead: re-place
+        # before unscaling, clipping and the optimizer math of the fused update)
+        if sync_active():
+            all_reduce_gradients(self, gradients_to_sync(self._model))
+        # <<< issue-dist
         if self._loss_scale is not None:
             if not self._unscale_grads():
                 return
