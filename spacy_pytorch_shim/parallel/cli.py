@@ -3,7 +3,7 @@ machines, started by torch's own launcher (`torch.distributed.run`)."""
 import socket
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from spacy.cli._util import Arg, Opt, app
@@ -66,14 +66,20 @@ def launch(argv: List[str]) -> int:
     try:
         run(parse_args(argv))
     except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
-        msg.fail(
-            f"Distributed training failed: rank {rank} exited with code {failure.exitcode} "
-            f"and the other ranks were stopped",
-            failure.message if isinstance(failure.message, str) else "",
-        )
+        # Which rank failed first is not reliable (whole-second timestamps, and a
+        # rank blocked in a collective fails as soon as its peer is gone): all are shown.
+        lines = [f"rank {rank} (exit code {failure.exitcode}): {failure_message(failure.message)}" for rank, failure in sorted(err.failures.items())]
+        msg.fail("Distributed training failed; torch's launcher stopped every rank")
+        print("\n".join(lines))
         return 1
     return 0
+
+
+def failure_message(message: Any) -> str:
+    """The error of a failed rank, from the error file that `@record` writes."""
+    if isinstance(message, dict):
+        message = message.get("message", "")
+    return str(message).strip().splitlines()[-1] if str(message).strip() else "no error message"
 
 
 def free_port(host: str) -> int:

@@ -82,11 +82,12 @@ def data_parallel_shims(nlp: Language, frozen: Sequence[str] = ()) -> List[Tuple
     """The torch shims of the components that training updates, each with its
     component's loss reduction, in pipeline order. Refuses a component that
     also holds Thinc-native parameters, which the ranks do not synchronise."""
-    shims: List[Tuple[TorchShim, str]] = []
-    seen = set()
-    for name, proc in nlp.pipeline:
-        if name in frozen or not getattr(proc, "is_trainable", False) or proc.model in (True, False, None):
-            continue
+    trained = [
+        (name, proc)
+        for name, proc in nlp.pipeline
+        if name not in frozen and getattr(proc, "is_trainable", False) and proc.model not in (True, False, None)
+    ]
+    for name, proc in trained:
         native = sorted({f"{node.name}.{param}" for node in proc.model.walk() for param in node.param_names})
         others = sorted({type(shim).__name__ for node in proc.model.walk() for shim in node.shims if not isinstance(shim, TorchShim)})
         if native or others:
@@ -98,6 +99,9 @@ def data_parallel_shims(nlp: Language, frozen: Sequence[str] = ()) -> List[Tuple
                 f"spacy-pytorch-shim.TorchTok2Vec.v1, torch_ner) or list it in "
                 f"[training] frozen_components."
             )
+    shims: List[Tuple[TorchShim, str]] = []
+    seen = set()
+    for name, proc in trained:
         own = [shim for node in proc.model.walk() for shim in node.shims if shim.id not in seen]
         if own:
             reduction = loss_reduction(nlp, name)
