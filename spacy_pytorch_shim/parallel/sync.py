@@ -36,6 +36,7 @@ class GradientSync:
             if reduction not in LOSS_REDUCTIONS:
                 raise ValueError(f"loss reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}")
         self.shims: Dict[int, Tuple["TorchShim", str]] = {shim.id: (shim, r) for shim, r in shims}
+        self.world_size = dist.get_world_size()
         self.local_share = 1.0
         # Shims reduced by this step's first call whose own call has not come yet.
         self.pending: set = set()
@@ -106,7 +107,7 @@ def all_reduce_gradients(shim: "TorchShim", grads: List[torch.Tensor]) -> None:
     gradient (a one-process run would skip it).
     """
     state = _active
-    if state is None:
+    if state is None or state.world_size == 1:
         return
     if shim.id not in state.shims:
         raise RuntimeError(
