@@ -110,8 +110,10 @@ def run(mode: str, args: argparse.Namespace, seed: int, result: Path) -> Dict[st
             "--master-addr", "127.0.0.1", "--master-port", str(free_port("127.0.0.1")), *worker_args,
         ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
+    load_before = os.getloadavg()[0]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, timeout=args.timeout, stdout=subprocess.DEVNULL)
-    return json.loads(result.read_text())
+    # The machine's 1-minute load average around the run: others' processes count too.
+    return {**json.loads(result.read_text()), "load": (load_before, os.getloadavg()[0])}
 
 
 def main() -> None:
@@ -147,15 +149,16 @@ def main() -> None:
         f"`{args.config.name}` on `{args.data.name}`, {args.steps} global batches ({batches}), "
         f"{os.cpu_count()} CPUs, one torch thread per process.",
         "",
-        "| run | seed | words/s | x plain | all-reduce share of a step | dev ents_f |",
-        "|---|---|---|---|---|---|",
+        "| run | seed | words/s | x plain | all-reduce share of a step | dev ents_f | load avg before/after |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         speedup = row["words_per_second"] / baseline[row["seed"]] if row["seed"] in baseline else float("nan")
         f = row["dev_ents_f"]
         lines.append(
             f"| {row['mode']} | {row['seed']} | {row['words_per_second']:.0f} | {speedup:.2f} | "
-            f"{100 * row['all_reduce_share']:.1f} % | {f if f is None else f'{f:.3f}'} |"
+            f"{100 * row['all_reduce_share']:.1f} % | {f if f is None else f'{f:.3f}'} | "
+            f"{row['load'][0]:.1f} / {row['load'][1]:.1f} |"
         )
     table = "\n".join(lines) + "\n"
     print(table)

@@ -4,8 +4,10 @@
 before the optimizer math. While `spacy_pytorch_shim.parallel.train` runs
 this process as one rank (`start_gradient_sync`), the first call of a step
 sums the gradients of every registered shim across the ranks with one
-bucketed all-reduce, and the calls of the other shims in that step find
-their gradients already reduced. Otherwise the call returns at once.
+bucketed all-reduce (preceded by a small one of row masks, so that embedding
+tables send only the rows a batch touched), and the calls of the other shims
+in that step find their gradients already reduced. Otherwise the call
+returns at once.
 
 The sum is made equal to the gradient of the whole global batch, which is
 what a one-process run computes: a component whose loss is a sum over the
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from ..models.torch_shim import TorchShim
 
 LOSS_REDUCTIONS = ("sum", "mean")
+# Gradients with at least this many rows (embedding tables) are sent as the
+# rows that are non-zero on some rank: a batch touches few of them.
+SPARSE_MIN_ROWS = 1024
 
 
 class GradientSync:
@@ -102,8 +107,9 @@ def all_reduce_gradients(shim: "TorchShim", grads: List[torch.Tensor]) -> None:
 
     The first call of a step reduces the gradients of every shim registered
     with `start_gradient_sync` (from their modules' `.grad`, zeros filled) in
-    one bucketed all-reduce; the other shims' calls of that step return at
-    once. A parameter that has no gradient on any rank is updated with a zero
+    one bucketed all-reduce (embedding tables: only their rows that are
+    non-zero on some rank, after a small all-reduce of row masks); the other
+    shims' calls of that step return at once. A parameter that has no gradient on any rank is updated with a zero
     gradient (a one-process run would skip it).
     """
     state = _active
@@ -127,19 +133,43 @@ def all_reduce_gradients(shim: "TorchShim", grads: List[torch.Tensor]) -> None:
             bucket[0].append(tensor)
             bucket[1].append(scale)
     for tensors, scales in buckets.values():
-        flat = _flatten_dense_tensors(tensors)
-        if any(scale != 1.0 for scale in scales):
-            offset = 0
-            for tensor, scale in zip(tensors, scales):
-                if scale != 1.0:
-                    flat[offset : offset + tensor.numel()].mul_(scale)
-                offset += tensor.numel()
-        dist.all_reduce(flat)
-        for tensor, reduced in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
-            tensor.copy_(reduced)
+        _reduce_bucket(tensors, scales)
         state.n_all_reduces += 1
     state.pending = set(state.shims) - {shim.id}
     state.seconds += time.perf_counter() - start
+
+
+def _reduce_bucket(tensors: List[torch.Tensor], scales: List[float]) -> None:
+    """Scale and sum `tensors` across the ranks in place with one all-reduce.
+    A tensor of SPARSE_MIN_ROWS rows or more (an embedding table) takes part
+    with only the rows that are non-zero on some rank, which one small
+    all-reduce of row masks first agrees on: the rows a batch does not touch
+    are zero on every rank and stay so."""
+    rows: Dict[int, torch.Tensor] = {}
+    tables = [i for i, tensor in enumerate(tensors) if tensor.dim() >= 2 and tensor.shape[0] >= SPARSE_MIN_ROWS]
+    if tables:
+        masks = torch.cat([tensors[i].reshape(tensors[i].shape[0], -1).ne(0).any(dim=1) for i in tables])
+        masks = masks.to(tensors[tables[0]].dtype)
+        dist.all_reduce(masks)
+        offset = 0
+        for i in tables:
+            n_rows = tensors[i].shape[0]
+            rows[i] = masks[offset : offset + n_rows].nonzero().squeeze(1)
+            offset += n_rows
+    parts = [tensor.index_select(0, rows[i]) if i in rows else tensor for i, tensor in enumerate(tensors)]
+    flat = _flatten_dense_tensors(parts)
+    if any(scale != 1.0 for scale in scales):
+        offset = 0
+        for part, scale in zip(parts, scales):
+            if scale != 1.0:
+                flat[offset : offset + part.numel()].mul_(scale)
+            offset += part.numel()
+    dist.all_reduce(flat)
+    for i, (tensor, reduced) in enumerate(zip(tensors, _unflatten_dense_tensors(flat, parts))):
+        if i in rows:
+            tensor.index_copy_(0, rows[i], reduced)
+        else:
+            tensor.copy_(reduced)
 
 
 def broadcast_parameters(shims: List["TorchShim"], src: int = 0) -> None:

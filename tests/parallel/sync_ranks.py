@@ -46,12 +46,25 @@ def main(out: Path) -> None:
     except RuntimeError as err:
         stranger_error = str(err)
     sync.stop_gradient_sync()
+    # An embedding table: only rows 1 and 5 (rank 0) and 5 and 7 (rank 1) are touched.
+    table = TorchShim(torch.nn.Embedding(sync.SPARSE_MIN_ROWS, 3))
+    sync.start_gradient_sync([(table, "sum")])
+    grad = torch.zeros_like(table.module.weight)
+    for row in ((1, 5) if rank == 0 else (5, 7)):
+        grad[row] = float(row + rank)
+    table.module.weight.grad = grad
+    sync.all_reduce_gradients(table, sync.gradients_to_sync(table.module))
+    touched = {str(row): table.module.weight.grad[row].tolist() for row in (0, 1, 5, 7)}
+    untouched_are_zero = bool(table.module.weight.grad[[0, 2, 3, 4, 6, 8]].eq(0).all())
+    sync.stop_gradient_sync()
     sync.broadcast_parameters([summed, averaged])
     weights = [p.tolist() for shim in (summed, averaged) for p in shim.module.parameters()]
     (out / f"rank{rank}.json").write_text(json.dumps({
         "n_all_reduces": [after_first, after_second, after_next_step],
         "grads": grads,
         "stranger_error": stranger_error,
+        "table_rows": touched,
+        "table_untouched_are_zero": untouched_are_zero,
         "weights": weights,
     }))
     dist.destroy_process_group()

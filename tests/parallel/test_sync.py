@@ -48,6 +48,13 @@ def test_one_all_reduce_per_step_for_all_shims(ranks):
         assert seen["n_all_reduces"] == [1, 1, 2]
 
 
+def test_embedding_table_sums_the_rows_touched_on_any_rank(ranks):
+    # row 1: rank 0 only (1 + 0); row 5: 5 + 6; row 7: rank 1 only (7 + 1).
+    for seen in ranks:
+        assert seen["table_rows"] == {"0": [0.0] * 3, "1": [1.0] * 3, "5": [11.0] * 3, "7": [8.0] * 3}
+        assert seen["table_untouched_are_zero"]
+
+
 def test_unregistered_shim_is_an_error(ranks):
     assert "not registered" in ranks[0]["stranger_error"]
 
