@@ -16,6 +16,7 @@ from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.types import ArgsKwargs
 from thinc.util import iterate_recursive, xp2torch
 
+from ..parallel.sync import all_reduce_gradients, gradients_to_sync, sync_active
 from .convert import to_array
 from .optimizer import StateCache, fused_step, supports_fused
 from .serialization import load_module_bytes, module_to_bytes
@@ -167,6 +168,10 @@ class TorchShim(Shim):
         then drop the gradients. A step whose scaled float16 gradients
         overflowed is skipped (and the loss scale lowered)."""
         self._remember(optimizer)
+        if sync_active():
+            # Data-parallel training: the gradients of the global batch on
+            # every rank, before any use of them (spacy_pytorch_shim.parallel).
+            all_reduce_gradients(self, gradients_to_sync(self._model))
         names: List[str] = []
         params: List[torch.Tensor] = []
         grads: List[torch.Tensor] = []

@@ -64,6 +64,10 @@ class TorchEntityRecognizer(TorchLabelledPipe):
     """Scores "O" plus B/I/L/U tags per label for every token and sets
     `doc.ents` to valid, non-overlapping spans (see `biluo.decode_biluo`)."""
 
+    # get_loss sums over the batch's tokens (data-parallel training sums the
+    # ranks' gradients as they are).
+    loss_reduction = "sum"
+
     def __init__(self, vocab: Vocab, model: Model, name: str, *, outside_loss_weight: float = 1.0, scorer: Optional[Callable]):
         super().__init__(vocab, model, name, scorer=scorer, outside_loss_weight=outside_loss_weight)
         self._warned_labels: set = set()

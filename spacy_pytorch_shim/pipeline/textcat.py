@@ -94,6 +94,9 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
     # Whether the labels exclude each other; kept in cfg (as saved before).
     exclusive: bool
     factory: str
+    # get_loss averages over the batch's examples (data-parallel training
+    # weights each rank's gradient by its share of the batch).
+    loss_reduction = "mean"
 
     def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float, scorer: Optional[Callable]):
         model_exclusive = model.attrs.get("exclusive_classes")
