@@ -53,5 +53,5 @@ def make_raise_on(nlp: Language, name: str, token: str) -> RaiseOn:
 
 @Language.component("test_slow")
 def slow(doc: Doc) -> Doc:
-    time.sleep(0.05)
+    time.sleep(0.25)
     return doc

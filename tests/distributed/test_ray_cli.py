@@ -62,7 +62,9 @@ def test_resume_after_ctrl_c_and_after_the_driver_was_killed(ray_address, pipeli
     killed = stop_driver_after(args, out / MANIFEST, len(first) + 2, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     recorded = (out / MANIFEST).read_text().splitlines()[1:]
-    assert recorded[: len(first)] == first and len(recorded) < 8, "the run was not stopped part-way"
+    # A resumed run rewrites the manifest in shard order: compare as sets.
+    assert set(first) <= set(recorded), "shards recorded by the first run were dropped"
+    assert len(recorded) < 8, "the run was not stopped part-way"
     kept = {p.name: p.stat().st_mtime_ns for p in out.glob("*.spacy") if any(f'"{p.name}"' in line for line in recorded)}
     assert len(kept) == len(recorded)
 
