@@ -27,9 +27,23 @@ def test_cli_with_embedded_ray(pipelines, texts, reference, tmp_path):
     assert_same_annotations(read_output(tmp_path / "out", spacy.load(pipelines["ner"]).vocab), reference["ner"])
 
 
+def _handle_sigint() -> None:
+    """In the driver's process: SIGINT neither ignored nor blocked, as in a
+    terminal, whatever the test process inherited or set (the suite runs
+    under CI runners and after other tests in one process)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def stop_driver_after(args, manifest, n_shards: int, sig: int) -> subprocess.CompletedProcess:
     """Start the command, send `sig` once `n_shards` shards are recorded."""
-    driver = subprocess.Popen([sys.executable, "-m", "spacy", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "spacy", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_handle_sigint,
+    )
     deadline = time.monotonic() + 180
     while not manifest.exists() or len(manifest.read_text().splitlines()) < 1 + n_shards:
         assert driver.poll() is None, driver.stdout.read()
