@@ -5,7 +5,8 @@ small kernels; on a GPU that is a few launches per tensor, and on any device
 a fixed Python cost per tensor. `fused_step` does the same arithmetic (Adam
 with Thinc's bias correction, L2 as a gradient term or as weight decay,
 per-parameter gradient clipping, SGD, parameter averages with Thinc's decay)
-with torch's `_foreach_*` kernels over all parameters at once. The state stays
+over all parameters at once: torch's fused Adam kernel where the device has
+it, `_foreach_*` kernels for the rest. The state stays
 where spaCy and Thinc look for it: `optimizer.mom1`, `mom2`, `averages` and
 `nr_update`, keyed `(shim.id, name)`, hold arrays that share memory with the
 torch tensors the update writes (numpy on the CPU, cupy on CUDA), so
