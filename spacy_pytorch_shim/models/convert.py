@@ -6,23 +6,29 @@ Thinc work here too:
     convert_inputs(model, X, is_train) -> (ArgsKwargs, get_dX)
     convert_outputs(model, (X, Ytorch), is_train) -> (Y, get_dYtorch)
 
-Inputs: a float or integer array, a list of arrays, `Ragged` (passed to the
-module as `(data, lengths)`) or `Padded` (passed as `(data, lengths)`, data
-shaped `(seq_len, batch, ...)`). Float inputs receive gradients; integer
-inputs (token ids) are passed without asking for one.
+Inputs, as Thinc's default converts them: an array is one argument, a list
+or tuple is several positional arguments, a dict or `ArgsKwargs` keyword
+arguments (arrays nested in them become tensors, anything else is passed as
+it is); the gradient comes back in the same structure (a tuple for a list, as
+Thinc's). Beyond Thinc's: `Ragged` is passed to the module as
+`(data, lengths)`, `Padded` as `(data, lengths)` with data shaped
+`(seq_len, batch, ...)`, and `convert_inputs=convert_list_inputs` passes a
+list of arrays as one argument (a list of tensors). Float inputs receive
+gradients; integer inputs (token ids) are passed without asking for one
+(Thinc's would fail on them).
 Outputs: tensors (or lists/tuples of tensors) become arrays. A module whose
 output rows line up with a `Ragged` (or `Padded`) input's rows returns
 `Ragged` (`Padded`) with `convert_outputs=convert_ragged_outputs`
 (`convert_padded_outputs`): row counts alone cannot tell (a batch of one-token
 docs has as many docs as tokens), so this is never guessed.
 """
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy
 import torch
 from thinc.api import Model
 from thinc.types import ArgsKwargs, Padded, Ragged
-from thinc.util import is_xp_array, torch2xp, xp2torch
+from thinc.util import convert_recursive, is_xp_array, torch2xp, xp2torch
 
 
 def _is_float(array: Any) -> bool:
@@ -85,21 +91,50 @@ def convert_torch_inputs(model: Model, X: Any, is_train: bool) -> Tuple[ArgsKwar
             return None if grad is None else Padded(grad, X.size_at_t, X.lengths, X.indices)
 
         return ArgsKwargs(args=(data, lengths), kwargs={}), backprop_padded
-    if isinstance(X, (list, tuple)):
-        tensors = [_to_torch(x, is_train, device) for x in X]
+    if not isinstance(X, (ArgsKwargs, dict, list, tuple)) and not is_xp_array(X):
+        raise TypeError(
+            f"TorchWrapper's default input conversion takes an array, a list or tuple "
+            f"(positional arguments), a dict or ArgsKwargs (keyword arguments), Ragged "
+            f"or Padded, not {type(X).__name__}: pass convert_inputs= to TorchWrapper "
+            f"for other inputs"
+        )
+    made: Dict[int, Any] = {}  # id(tensor) -> the array it was made from
 
-        def backprop_list(_: Any) -> List[Any]:
-            return [_input_grad(t, x) for t, x in zip(tensors, X)]
+    def to_torch(array: Any) -> torch.Tensor:
+        tensor = _to_torch(array, is_train, device)
+        made[id(tensor)] = array
+        return tensor
 
-        return ArgsKwargs(args=(tensors,), kwargs={}), backprop_list
-    if is_xp_array(X):
-        tensor = _to_torch(X, is_train, device)
-        return ArgsKwargs(args=(tensor,), kwargs={}), lambda _: _input_grad(tensor, X)
-    raise TypeError(
-        f"TorchWrapper's default input conversion takes an array, a list of arrays, "
-        f"Ragged or Padded, not {type(X).__name__}: pass convert_inputs= to "
-        f"TorchWrapper for other inputs"
-    )
+    converted = convert_recursive(is_xp_array, to_torch, X)
+
+    def backprop(_: Any) -> Any:
+        # The gradients of the tensors made here, in the structure of X.
+        return convert_recursive(
+            lambda t: isinstance(t, torch.Tensor) and id(t) in made,
+            lambda t: _input_grad(t, made[id(t)]),
+            converted,
+        )
+
+    if isinstance(converted, ArgsKwargs):
+        return converted, backprop
+    if isinstance(converted, dict):
+        return ArgsKwargs(args=(), kwargs=converted), backprop
+    if isinstance(converted, (list, tuple)):
+        return ArgsKwargs(args=tuple(converted), kwargs={}), lambda d: tuple(backprop(d))
+    return ArgsKwargs(args=(converted,), kwargs={}), backprop
+
+
+def convert_list_inputs(model: Model, X: List[Any], is_train: bool) -> Tuple[ArgsKwargs, Callable]:
+    """A list of arrays (List[Floats2d]) as *one* argument, a list of tensors;
+    its gradient is a list again. (The default passes a list as several
+    positional arguments, as Thinc's PyTorchWrapper_v2 does.)"""
+    device = model.shims[0].device
+    tensors = [_to_torch(x, is_train, device) for x in X]
+
+    def backprop_list(_: Any) -> List[Any]:
+        return [_input_grad(t, x) for t, x in zip(tensors, X)]
+
+    return ArgsKwargs(args=(tensors,), kwargs={}), backprop_list
 
 
 def convert_torch_outputs(model: Model, X_Ytorch: Tuple[Any, Any], is_train: bool) -> Tuple[Any, Callable]:

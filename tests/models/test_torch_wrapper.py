@@ -3,10 +3,10 @@ import numpy
 import pytest
 import torch
 from numpy.testing import assert_allclose
-from thinc.api import SGD, Adam, Model, Padded, Ragged, set_dropout_rate, warmup_linear
+from thinc.api import SGD, Adam, ArgsKwargs, Model, Padded, Ragged, set_dropout_rate, warmup_linear
 
 from spacy_pytorch_shim import TorchWrapper
-from spacy_pytorch_shim.models.convert import convert_padded_outputs, convert_ragged_outputs
+from spacy_pytorch_shim.models.convert import convert_list_inputs, convert_padded_outputs, convert_ragged_outputs
 
 
 def mlp(nI=4, nH=8, nO=3, p=0.0):
@@ -53,10 +53,11 @@ def test_list_ragged_padded_inputs_get_gradients_in_their_own_type():
             return X * self.scale
 
     model = TorchWrapper(Double())
+    list_model = TorchWrapper(Double(), convert_inputs=convert_list_inputs)
     ragged_model = TorchWrapper(Double(), convert_outputs=convert_ragged_outputs)
     padded_model = TorchWrapper(Double(), convert_outputs=convert_padded_outputs)
     arrays = [numpy.ones((2, 3), dtype="f"), numpy.ones((4, 3), dtype="f")]
-    Y, backprop = model.begin_update(arrays)
+    Y, backprop = list_model.begin_update(arrays)
     assert [y.shape for y in Y] == [(2, 3), (4, 3)] and Y[0][0, 0] == 2.0
     dX = backprop([numpy.ones_like(y) for y in Y])
     assert isinstance(dX, list) and dX[1].shape == (4, 3) and dX[1][0, 0] == 2.0
@@ -206,7 +207,7 @@ def test_bad_inputs_give_clear_errors():
     with pytest.raises(ValueError, match="ReLU"):
         TorchWrapper(mlp(), output_layer="1")
     with pytest.raises(TypeError, match="convert_inputs"):
-        TorchWrapper(mlp()).predict({"a": 1})
+        TorchWrapper(mlp()).predict("text")
 
 
 def test_ragged_outputs_must_line_up_with_inputs():
@@ -218,3 +219,36 @@ def test_ragged_outputs_must_line_up_with_inputs():
     ragged = Ragged(numpy.ones((3, 2), dtype="f"), numpy.asarray([1, 2], dtype="i"))
     with pytest.raises(ValueError, match=r"\(1, 2\).*Ragged"):
         model.predict(ragged)
+
+
+def test_default_inputs_are_positional_or_keyword_arguments_as_in_thinc():
+    """A list or tuple of arrays is several positional arguments, a dict or
+    ArgsKwargs keyword arguments (Thinc's PyTorchWrapper_v2); the gradients
+    come back in the same structure (a tuple for a list, as Thinc's)."""
+    torch.manual_seed(0)
+    bilinear = TorchWrapper(torch.nn.Bilinear(3, 2, 4))
+    X1, X2 = numpy.ones((5, 3), dtype="f"), numpy.ones((5, 2), dtype="f")
+    with torch.no_grad():
+        expected = bilinear.shims[0].module(torch.from_numpy(X1), torch.from_numpy(X2)).numpy()
+    for X in ([X1, X2], (X1, X2)):
+        Y, backprop = bilinear.begin_update(X)
+        assert_allclose(Y, expected, rtol=1e-6)
+        dX = backprop(numpy.ones_like(Y))
+        assert isinstance(dX, tuple) and [d.shape for d in dX] == [(5, 3), (5, 2)]
+        assert numpy.abs(dX[0]).sum() > 0
+
+    class Scaled(torch.nn.Module):
+        def forward(self, x, *, scale, ids=None):
+            assert ids is None or ids.dtype == torch.int64
+            return x * scale
+
+    keyword = TorchWrapper(Scaled())
+    ids = numpy.arange(2, dtype="int64")
+    Y, backprop = keyword.begin_update({"x": X1, "scale": numpy.full((5, 3), 2.0, dtype="f"), "ids": ids})
+    assert (Y == 2.0).all()
+    dX = backprop(numpy.ones_like(Y))
+    assert set(dX) == {"x", "scale", "ids"} and (dX["x"] == 2.0).all() and dX["ids"] is None
+    Y, backprop = keyword.begin_update(ArgsKwargs(args=(X1,), kwargs={"scale": 3.0}))
+    assert (Y == 3.0).all()
+    dX = backprop(numpy.ones_like(Y))
+    assert isinstance(dX, ArgsKwargs) and (dX.args[0] == 3.0).all() and dX.kwargs == {"scale": 3.0}

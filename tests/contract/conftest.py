@@ -1,0 +1,83 @@
+"""Run spaCy's and Thinc's own test modules against our components and
+wrapper: the test functions are imported from the installed `spacy.tests` /
+`thinc.tests` packages (nothing is copied) and every pipeline they build gets
+our factory in place of spaCy's (see `swap_factories`)."""
+import types
+from typing import Dict, Optional
+
+import pytest
+from spacy.language import Language
+from spacy.util import get_lang_class
+
+# spaCy's factory -> ours. The pipe keeps spaCy's default name ("ner",
+# "textcat"), so `losses["ner"]` and `nlp.get_pipe("ner")` work as written.
+FACTORIES = {
+    "ner": "torch_ner",
+    "beam_ner": "torch_ner",
+    "textcat": "torch_textcat",
+    "textcat_multilabel": "torch_textcat_multilabel",
+}
+# Settings of spaCy's transition-based parser that have no counterpart in a
+# tagger decoded exactly (no beam, no oracle): dropped.
+TRANSITION_SETTINGS = ("beam_width", "beam_density", "beam_update_prob", "update_with_oracle_cut_size")
+
+
+@pytest.fixture(scope="session")
+def en_vocab():
+    """spaCy's fixture of that name (its conftest needs hypothesis to import)."""
+    return get_lang_class("en")().vocab
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "issue(number): the spaCy issue a test comes from")
+
+
+def swapped_config(factory_name: str, config: Optional[Dict]) -> Dict:
+    """spaCy's component config for our factory: spaCy's own architectures
+    (`spacy.*`) are replaced by our default model, which the factory swap
+    means (a torch component takes one of our torch architectures)."""
+    config = dict(config or {})
+    model = config.get("model")
+    if isinstance(model, dict) and str(model.get("@architectures", "")).startswith("spacy."):
+        del config["model"]
+    for key in TRANSITION_SETTINGS:
+        config.pop(key, None)
+    return config
+
+
+@pytest.fixture(autouse=True)
+def swap_factories(monkeypatch):
+    """Language.add_pipe/create_pipe build our component wherever spaCy's test
+    asks for spaCy's."""
+    for method in ("add_pipe", "create_pipe"):
+        monkeypatch.setattr(Language, method, _swapping(getattr(Language, method)))
+
+
+def _swapping(method):
+    def swapped(self, factory_name, name=None, *args, config=None, source=None, **kwargs):
+        if factory_name in FACTORIES and source is None:
+            name = name or factory_name
+            config = swapped_config(factory_name, config)
+            factory_name = FACTORIES[factory_name]
+        if source is not None:
+            kwargs["source"] = source
+        return method(self, factory_name, name, *args, config=config or {}, **kwargs)
+
+    return swapped
+
+
+def adapt(module: types.ModuleType, replace: Dict[str, object], skips: Dict[str, str]) -> Dict[str, object]:
+    """The public names of `module` (tests, fixtures, data) for a test file's
+    globals: the module's own globals in `replace` are swapped for ours (the
+    tests read them from their module), and each test in `skips` is marked
+    to skip with its reason."""
+    for name, value in replace.items():
+        if not hasattr(module, name):
+            raise AttributeError(f"{module.__name__} has no {name}: the adapter is out of date")
+        setattr(module, name, value)
+    names = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+    for test_name, reason in skips.items():
+        if test_name not in names:
+            raise AttributeError(f"{module.__name__} has no {test_name}: the adapter is out of date")
+        names[test_name] = pytest.mark.skip(reason=reason)(names[test_name])
+    return names
