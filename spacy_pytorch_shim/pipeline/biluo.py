@@ -135,3 +135,49 @@ def _viterbi_batch(log_probs: List[numpy.ndarray], trans, start, end) -> List[nu
         current = numpy.where(t == lengths - 1, last, numpy.where(inside, back[rows, numpy.minimum(t + 1, n_steps - 1), current], current))
         tags[:, t] = current
     return [tags[i, :n] for i, n in enumerate(lengths)]
+
+
+def entity_spans(tags: numpy.ndarray, n_labels: int) -> List[Tuple[int, int, int]]:
+    """(start, end, label index) of each entity in a valid tag id sequence."""
+    inside = numpy.flatnonzero(tags > 0)
+    position = (tags[inside] - 1) % len(TAGS_PER_LABEL) + 1
+    labels = (tags[inside] - 1) // len(TAGS_PER_LABEL)
+    starts = inside[numpy.isin(position, (B, U))]
+    ends = inside[numpy.isin(position, (L, U))] + 1
+    return [(int(s), int(e), int(labels[inside == s][0])) for s, e in zip(starts, ends)]
+
+
+def entity_probabilities(log_probs: numpy.ndarray, tags: numpy.ndarray, n_labels: int) -> numpy.ndarray:
+    """The probability of each entity of `tags` (exactly its tokens and its
+    label), under the model's distribution over *valid* tag sequences: each
+    sequence scored by the product of its tags' probabilities, normalised over
+    the valid ones (forward-backward). One value per `entity_spans(tags)`."""
+    spans = entity_spans(tags, n_labels)
+    if not spans:
+        return numpy.zeros((0,), dtype="float32")
+    trans, start, end = biluo_constraints(n_labels)
+    n_tokens = len(log_probs)
+    alpha = numpy.empty_like(log_probs)
+    beta = numpy.empty_like(log_probs)
+    alpha[0] = start + log_probs[0]
+    for t in range(1, n_tokens):
+        alpha[t] = numpy.logaddexp.reduce(alpha[t - 1][:, None] + trans, axis=0) + log_probs[t]
+    beta[-1] = end
+    for t in range(n_tokens - 2, -1, -1):
+        beta[t] = numpy.logaddexp.reduce(trans + (log_probs[t + 1] + beta[t + 1])[None, :], axis=1)
+    log_z = numpy.logaddexp.reduce(alpha[-1] + end)
+    scores = []
+    for s, e, _ in spans:
+        first, last = tags[s], tags[e - 1]
+        into = start[first] if s == 0 else numpy.logaddexp.reduce(alpha[s - 1] + trans[:, first])
+        inside = log_probs[numpy.arange(s, e), tags[s:e]].sum()
+        scores.append(into + inside + beta[e - 1, last] - log_z)
+    return numpy.exp(numpy.minimum(numpy.asarray(scores, dtype="float32"), 0.0))
+
+
+def span_tag_columns(start: int, end: int, label_index: int) -> numpy.ndarray:
+    """The tag column of each token of an entity (B I.. L, or U)."""
+    if end - start == 1:
+        return numpy.asarray([tag_column(label_index, U)])
+    positions = [B] + [I] * (end - start - 2) + [L]
+    return tag_column(label_index, numpy.asarray(positions))

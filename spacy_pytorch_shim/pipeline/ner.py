@@ -3,12 +3,15 @@ import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
+from spacy import util
+from spacy.errors import Errors
 from spacy.language import Language
-from spacy.tokens import Doc
+from spacy.pipeline.ner import ner_score
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, biluo_tags_to_spans, validate_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model
-from thinc.types import Floats2d, Ints1d
+from thinc.types import Floats2d
 
 from . import biluo
 from .base import TorchLabelledPipe
@@ -31,6 +34,8 @@ depth = 4
 window = 1
 """
 
+# The least 1 - p(span) that a negative span's loss and gradient use.
+NEGATIVE_SPAN_EPS = 1e-3
 
 
 @Language.factory(
@@ -39,6 +44,8 @@ window = 1
     default_config={
         "model": Config().from_str(DEFAULT_NER_MODEL)["model"],
         "outside_loss_weight": 0.3,
+        "incorrect_spans_key": None,
+        "spans_key": None,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -48,28 +55,67 @@ def make_torch_ner(
     name: str,
     model: Model[List[Doc], List[Floats2d]],
     outside_loss_weight: float,
+    incorrect_spans_key: Optional[str],
+    spans_key: Optional[str],
     scorer: Optional[Callable],
 ) -> "TorchEntityRecognizer":
     """Named entities from a torch tagger over BILUO tags. `outside_loss_weight`
     scales the loss of tokens whose gold tag is "O": most tokens are outside
     entities, and weighting them down trades a little precision for recall
     (0.3 with training dropout 0.1 gave btc test F 0.673 and wnut17 0.158;
-    unweighted with dropout 0.2, 0.637 and 0.086)."""
+    unweighted with dropout 0.2, 0.637 and 0.086).
+    `incorrect_spans_key`: as spaCy's `ner`, the `doc.spans` key of the
+    reference docs' spans known *not* to be entities (training pushes their
+    probability down). `spans_key`: also store the predicted entities in
+    `doc.spans[spans_key]`, with each one's probability in the group's
+    `attrs["scores"]` (as spaCy's `spancat` stores its scores)."""
     if not 0.0 < outside_loss_weight <= 1.0:
         raise ValueError(f"{name}: outside_loss_weight must be in (0, 1], got {outside_loss_weight}")
-    return TorchEntityRecognizer(nlp.vocab, model, name, outside_loss_weight=outside_loss_weight, scorer=scorer)
+    return TorchEntityRecognizer(
+        nlp.vocab,
+        model,
+        name,
+        outside_loss_weight=outside_loss_weight,
+        incorrect_spans_key=incorrect_spans_key,
+        spans_key=spans_key,
+        scorer=scorer,
+    )
 
 
 class TorchEntityRecognizer(TorchLabelledPipe):
     """Scores "O" plus B/I/L/U tags per label for every token and sets
-    `doc.ents` to valid, non-overlapping spans (see `biluo.decode_biluo`)."""
+    `doc.ents` to valid, non-overlapping spans (see `biluo.decode_biluo`).
+
+    As spaCy's `ner`: entities already set on a doc (by an entity_ruler, with
+    their kb_id) and blocked tokens are kept, and the entities found fill in
+    around them; a label is predicted once an update has seen it in the gold
+    data, so an untrained component (or one initialized without labels)
+    predicts no entities."""
 
     # get_loss sums over the batch's tokens (data-parallel training sums the
     # ranks' gradients as they are).
     loss_reduction = "sum"
 
-    def __init__(self, vocab: Vocab, model: Model, name: str, *, outside_loss_weight: float = 1.0, scorer: Optional[Callable]):
-        super().__init__(vocab, model, name, scorer=scorer, outside_loss_weight=outside_loss_weight)
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "ner",
+        *,
+        outside_loss_weight: float = 1.0,
+        incorrect_spans_key: Optional[str] = None,
+        spans_key: Optional[str] = None,
+        scorer: Optional[Callable] = ner_score,
+    ):
+        super().__init__(
+            vocab,
+            model,
+            name,
+            scorer=scorer,
+            outside_loss_weight=outside_loss_weight,
+            incorrect_spans_key=incorrect_spans_key,
+            spans_key=spans_key,
+        )
         self._warned_labels: set = set()
 
     @property
@@ -79,10 +125,18 @@ class TorchEntityRecognizer(TorchLabelledPipe):
     def n_outputs(self, n_labels: int) -> int:
         return biluo.n_tags(n_labels)
 
+    @property
+    def move_names(self) -> List[str]:
+        """The tags, under the name spaCy's `ner` gives its moves (the same
+        names, "O" then B/I/L/U-label)."""
+        return self.tags
+
     def labels_from_examples(self, examples: Iterable[Example]) -> List[str]:
         labels: Dict[str, None] = {}
         for eg in examples:
             labels.update(dict.fromkeys(ent.label_ for ent in eg.reference.ents))
+        for label in labels:
+            _check_not_negated(label)
         return list(labels)
 
     def _no_labels(self) -> None:
@@ -90,17 +144,26 @@ class TorchEntityRecognizer(TorchLabelledPipe):
         `spacy assemble` works, and labels can be added later."""
 
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
+        util.check_lexeme_norms(self.vocab, "torch_ner")
         sample = self._initialize_labels(get_examples, labels)
+        # Untrained labels are masked: nothing is predicted until updates train them.
+        self.cfg["masked_labels"] = list(self.labels)
         self._finish_initialize(sample)
 
     # ------------------------------------------------------------ prediction
-    def predict(self, docs: Iterable[Doc]) -> List[Ints1d]:
+    def predict(self, docs: Iterable[Doc]) -> List[Floats2d]:
+        """Per doc, the tags' log-probabilities (n_tokens, n_tags), with the
+        tags that cannot apply at -inf: masked labels' tags, and every tag but
+        "O" on tokens already in an entity or blocked (those are kept)."""
         docs = list(docs)
+        n_tags = len(self.tags)
         if not any(len(doc) for doc in docs):
-            return [numpy.zeros((len(doc),), dtype="int32") for doc in docs]
+            return [numpy.zeros((len(doc), n_tags), dtype="float32") for doc in docs]
         logits = self.model.predict(docs)
         log_probs = [self._log_probs(self.model.ops.to_numpy(x)) for x in logits]
-        return biluo.decode_biluo(log_probs, len(self.labels))
+        for doc, x in zip(docs, log_probs):
+            x[_preset_tokens(doc), 1:] = -numpy.inf
+        return log_probs
 
     def _log_probs(self, logits: numpy.ndarray) -> numpy.ndarray:
         """Log-softmax over the tags; tags of masked labels get -inf."""
@@ -111,10 +174,22 @@ class TorchEntityRecognizer(TorchLabelledPipe):
         logits -= logits.max(axis=1, keepdims=True) if len(logits) else 0
         return logits - numpy.log(numpy.exp(logits).sum(axis=1, keepdims=True))
 
-    def set_annotations(self, docs: Iterable[Doc], tag_ids: List[Ints1d]) -> None:
+    def set_annotations(self, docs: Iterable[Doc], log_probs: List[Floats2d]) -> None:
+        """The best valid entities (see `biluo.decode_biluo`), added to the
+        doc's own; with `spans_key`, also `doc.spans[spans_key]` with each
+        entity's probability in `attrs["scores"]`."""
         tags = self.tags
-        for doc, ids in zip(docs, tag_ids):
-            doc.ents = biluo_tags_to_spans(doc, [tags[i] for i in ids])
+        n_labels = len(self.labels)
+        docs = list(docs)
+        spans_key = self.cfg.get("spans_key")
+        for doc, x, ids in zip(docs, log_probs, biluo.decode_biluo(log_probs, n_labels)):
+            found = biluo_tags_to_spans(doc, [tags[i] for i in ids])
+            blocked = [doc[i : i + 1] for i in range(len(doc)) if doc[i].ent_iob == 3 and not doc[i].ent_type]
+            doc.set_ents(list(doc.ents) + found, blocked=blocked, default="outside")
+            if spans_key is not None:
+                group = SpanGroup(doc, name=spans_key, spans=found)
+                group.attrs["scores"] = biluo.entity_probabilities(x, ids, n_labels)
+                doc.spans[spans_key] = group
 
     # -------------------------------------------------------------- training
     def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
@@ -129,7 +204,9 @@ class TorchEntityRecognizer(TorchLabelledPipe):
         weighted by `outside_loss_weight` (the gradient; the reported loss is
         unweighted). Tokens without gold annotation ("-", misaligned) or with a
         label this component does not know are left out, like spaCy's own
-        components skip missing values."""
+        components skip missing values. With `incorrect_spans_key`, each
+        negative span adds -log(1 - p(span)), p(span) the product of its
+        tags' probabilities (B I.. L or U of its label)."""
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.get_loss")
         tag_index = {tag: i for i, tag in enumerate(self.tags)}
@@ -145,11 +222,36 @@ class TorchEntityRecognizer(TorchLabelledPipe):
             d[numpy.flatnonzero(known), gold[known]] -= 1.0
             d[~known] = 0.0
             d[gold == 0] *= self.cfg["outside_loss_weight"]
+            loss -= float(numpy.log(probs[numpy.flatnonzero(known), gold[known]] + 1e-8).sum())
+            loss += self._add_negative_span_grads(eg, probs, d)
             if tag_mask is not None:
                 d[:, tag_mask] = 0.0
-            loss -= float(numpy.log(probs[numpy.flatnonzero(known), gold[known]] + 1e-8).sum())
             d_logits.append(self.model.ops.asarray(d))
         return loss, d_logits
+
+    def _add_negative_span_grads(self, eg: Example, probs: numpy.ndarray, d: numpy.ndarray) -> float:
+        """Add the gradient of the negative spans' loss to `d`; their loss."""
+        key = self.cfg.get("incorrect_spans_key")
+        if key is None or key not in eg.reference.spans:
+            return 0.0
+        gold = {(ent.start_char, ent.end_char, ent.label) for ent in eg.reference.ents}
+        for span in eg.reference.spans[key]:
+            if (span.start_char, span.end_char, span.label) in gold:
+                raise ValueError(Errors.E868.format(span=(span.start_char, span.end_char, span.label_)))
+        label_index = {label: i for i, label in enumerate(self.labels)}
+        loss = 0.0
+        for span in eg.get_aligned_spans_y2x(eg.reference.spans[key], allow_overlap=True):
+            if span.label_ not in label_index:
+                continue
+            rows = numpy.arange(span.start, span.end)
+            columns = biluo.span_tag_columns(span.start, span.end, label_index[span.label_])
+            p_span = float(numpy.prod(probs[rows, columns]))
+            # d(-log(1 - p))/d logits = p / (1 - p) * d(log p)/d logits
+            weight = p_span / max(1.0 - p_span, NEGATIVE_SPAN_EPS)
+            d[rows] -= weight * probs[rows]
+            d[rows, columns] += weight
+            loss -= float(numpy.log(max(1.0 - p_span, NEGATIVE_SPAN_EPS)))
+        return loss
 
     def _gold_ids(self, eg: Example, tag_index: Dict[str, int]) -> numpy.ndarray:
         """Gold tag index per predicted token, -1 where missing or unknown."""
@@ -161,6 +263,7 @@ class TorchEntityRecognizer(TorchLabelledPipe):
                 ids[i] = tag_index[tag]
             else:
                 label = tag.split("-", 1)[-1]
+                _check_not_negated(label)
                 if label not in self._warned_labels:
                     self._warned_labels.add(label)
                     warnings.warn(
@@ -169,3 +272,14 @@ class TorchEntityRecognizer(TorchLabelledPipe):
                         f"as missing annotation. Add it with add_label('{label}') to learn it."
                     )
         return ids
+
+
+def _check_not_negated(label: str) -> None:
+    """spaCy's "!LABEL" notation for negative entities is an error (E869)."""
+    if label.startswith("!"):
+        raise ValueError(Errors.E869.format(label=label))
+
+
+def _preset_tokens(doc: Doc) -> numpy.ndarray:
+    """Tokens already in an entity, or blocked (B without a type): kept as they are."""
+    return numpy.asarray([token.ent_iob in (1, 3) for token in doc], dtype=bool)
