@@ -5,11 +5,14 @@ import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
+from spacy.errors import Errors
 from spacy.language import Language
+from spacy.pipeline.textcat import textcat_score
+from spacy.pipeline.textcat_multilabel import textcat_multilabel_score
 from spacy.tokens import Doc
 from spacy.training import Example, validate_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model
+from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
 from .base import TorchLabelledPipe
@@ -98,7 +101,7 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
     # weights each rank's gradient by its share of the batch).
     loss_reduction = "mean"
 
-    def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float, scorer: Optional[Callable]):
+    def __init__(self, vocab: Vocab, model: Model, name: str, *, threshold: float, scorer: Optional[Callable], **cfg):
         model_exclusive = model.attrs.get("exclusive_classes")
         if model_exclusive is not None and model_exclusive != self.exclusive:
             raise ValueError(
@@ -106,7 +109,7 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
                 f"{str(self.exclusive).lower()}, but the model has exclusive_classes = "
                 f"{str(model_exclusive).lower()}"
             )
-        super().__init__(vocab, model, name, scorer=scorer, exclusive=self.exclusive, threshold=threshold)
+        super().__init__(vocab, model, name, scorer=scorer, exclusive=self.exclusive, threshold=threshold, **cfg)
 
     def labels_from_examples(self, examples: Iterable[Example]) -> List[str]:
         labels: Dict[str, None] = {}
@@ -120,10 +123,16 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
         self._finish_initialize(sample)
 
     def predict(self, docs: Iterable[Doc]) -> Floats2d:
+        """Probabilities (n_docs, n_labels); a doc without tokens scores 0.0
+        for every label, as with spaCy's textcat."""
         docs = list(docs)
-        if not docs:
-            return self.model.ops.alloc2f(0, len(self.labels))
-        return self._activate(self.model.predict(docs))
+        if not any(len(doc) for doc in docs):
+            return self.model.ops.alloc2f(len(docs), len(self.labels))
+        probs = self._activate(self.model.predict(docs))
+        empty = [i for i, doc in enumerate(docs) if not len(doc)]
+        if empty:
+            probs[self.model.ops.xp.asarray(empty)] = 0.0
+        return probs
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         """Probabilities from logits, with masked labels at exactly 0."""
@@ -145,16 +154,32 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
             label for eg in examples for label, value in eg.reference.cats.items() if value > 0
         )
         self._sync_outputs()
-        return super().update(examples, drop=drop, sgd=sgd, losses=losses)
+        # TrainablePipe.update, with the model's logits made probabilities
+        # for get_loss (which takes what predict returns).
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        if not any(len(eg.predicted) for eg in examples):
+            return losses
+        set_dropout_rate(self.model, drop)
+        logits, backprop = self.model.begin_update([eg.predicted for eg in examples])
+        loss, d_logits = self.get_loss(examples, self._activate(logits))
+        backprop(d_logits)
+        if sgd not in (None, False):
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
 
-    def get_loss(self, examples: Iterable[Example], logits: Floats2d) -> Tuple[float, Floats2d]:
-        """Cross-entropy against the gold cats (softmax or per-label sigmoid);
-        labels missing from an example's cats are not penalised, like spaCy's
-        textcat. Returns the loss and its gradient for the logits."""
+    def get_loss(self, examples: Iterable[Example], scores: Floats2d) -> Tuple[float, Floats2d]:
+        """Cross-entropy of `scores` (probabilities, as `predict` returns them)
+        against the gold cats; labels missing from an example's cats are not
+        penalised, like spaCy's textcat. Returns the loss and its gradient for
+        the model's output, the logits (probabilities minus truths: the
+        gradient of cross-entropy through softmax or sigmoid)."""
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.get_loss")
         truths, not_missing = self._truths(examples)
-        probs = self._activate(logits)
+        probs = self.model.ops.asarray2f(scores)
         d_logits = (probs - truths) * not_missing
         mask = self.label_mask()
         if mask is not None:
@@ -197,6 +222,39 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
     exclusive = True
     factory = "torch_textcat"
 
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "textcat",
+        *,
+        threshold: float,
+        scorer: Optional[Callable] = textcat_score,
+    ):
+        super().__init__(vocab, model, name, threshold=threshold, scorer=scorer, positive_label=None)
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Iterable[str]] = None,
+        positive_label: Optional[str] = None,
+    ) -> None:
+        """As spaCy's textcat: at least two labels (E867), and `positive_label`
+        one of exactly two (E920, E919), then the scorer's `cats_score`."""
+        sample = self._initialize_labels(get_examples, labels)
+        if len(self.labels) < 2:
+            raise ValueError(Errors.E867)
+        if positive_label is not None:
+            if positive_label not in self.labels:
+                raise ValueError(Errors.E920.format(pos_label=positive_label, labels=self.labels))
+            if len(self.labels) != 2:
+                raise ValueError(Errors.E919.format(pos_label=positive_label, labels=self.labels))
+        self.cfg["positive_label"] = positive_label
+        self._validate_categories(sample)
+        self._finish_initialize(sample)
+
     def _activate(self, logits: Floats2d) -> Floats2d:
         mask = self.label_mask()
         if mask is not None:
@@ -227,7 +285,7 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
                 )
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
-        kwargs.setdefault("positive_label", None)
+        kwargs.setdefault("positive_label", self.cfg.get("positive_label"))
         return super().score(examples, **kwargs)
 
 
@@ -236,6 +294,17 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
 
     exclusive = False
     factory = "torch_textcat_multilabel"
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "textcat_multilabel",
+        *,
+        threshold: float,
+        scorer: Optional[Callable] = textcat_multilabel_score,
+    ):
+        super().__init__(vocab, model, name, threshold=threshold, scorer=scorer)
 
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
         super().initialize(get_examples, nlp=nlp, labels=labels)

@@ -140,10 +140,13 @@ def test_odd_docs_get_valid_scores(trained):
         scores = nlp(text).cats
         assert set(scores) == {"POS", "NEG"}
         assert all(0.0 <= v <= 1.0 for v in scores.values())
-        if not multilabel:
+        if not multilabel and text:
             assert abs(sum(scores.values()) - 1.0) < 1e-5
+    # A doc without tokens scores 0.0, as with spaCy's textcat, alone or in a batch.
+    assert nlp("").cats == {"POS": 0.0, "NEG": 0.0}
     docs = list(nlp.pipe(["", "a b", "   "]))
     assert all(set(doc.cats) == {"POS", "NEG"} for doc in docs)
+    assert docs[0].cats == {"POS": 0.0, "NEG": 0.0} and sum(docs[1].cats.values()) > 0
 
 
 def test_unknown_and_missing_gold_labels(trained):
@@ -180,3 +183,88 @@ def test_factory_and_model_must_agree_on_exclusivity():
     config = {"model": {**CFG["model"], "exclusive_classes": False}}
     with pytest.raises(ValueError, match="exclusive_classes = true"):
         nlp.add_pipe("torch_textcat", config=config)
+
+
+@pytest.fixture(params=["torch_textcat", "torch_textcat_multilabel"])
+def initialized(request):
+    nlp = make_nlp(request.param)
+    nlp.initialize(lambda: examples(nlp, TRAIN))
+    return nlp
+
+
+def test_get_loss_takes_what_predict_returns(initialized):
+    """spaCy's contract: get_loss(examples, predict(docs)). The loss is the
+    cross-entropy of those probabilities (averaged over examples, so a batch
+    repeated twice has the same loss), the gradient the model's (for its
+    logits), and update's loss is the same number."""
+    nlp = initialized
+    pipe = nlp.get_pipe("textcat")
+    egs = examples(nlp, TRAIN)
+    probs = pipe.predict([eg.predicted for eg in egs])
+    loss, d_logits = pipe.get_loss(egs, probs)
+    truths = numpy.asarray([[cats["POS"], cats["NEG"]] for _, cats in TRAIN], dtype="f")
+    if pipe.exclusive:
+        expected = -(truths * numpy.log(probs + 1e-8)).sum() / len(egs)
+    else:
+        expected = -(truths * numpy.log(probs + 1e-8) + (1 - truths) * numpy.log(1 - probs + 1e-8)).sum() / len(egs)
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+    numpy.testing.assert_allclose(d_logits, (probs - truths) / len(egs), rtol=1e-5, atol=1e-7)
+    doubled, _ = pipe.get_loss(egs * 2, numpy.concatenate([probs, probs]))
+    assert doubled == pytest.approx(loss, rel=1e-6)
+    losses = pipe.update(egs, drop=0.0)  # no sgd: the weights stay
+    assert losses["textcat"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_positive_label_for_a_binary_exclusive_task_as_spacy():
+    nlp = make_nlp()
+    pipe = nlp.get_pipe("textcat")
+    egs = examples(nlp, TRAIN)
+    with pytest.raises(ValueError, match="E920"):
+        pipe.initialize(lambda: egs, positive_label="MAYBE")
+    with pytest.raises(ValueError, match="E919"):
+        make_nlp().get_pipe("textcat").initialize(lambda: egs, labels=["POS", "NEG", "OTHER"], positive_label="POS")
+    pipe.initialize(lambda: egs, positive_label="POS")
+    assert pipe.cfg["positive_label"] == "POS"
+    train(nlp, egs, Adam(0.01), steps=5)
+    scores = nlp.evaluate(egs)
+    # The scorer's cats_score is the positive label's F, as spaCy's textcat scores it.
+    assert scores["cats_score_desc"] == "F (POS)"
+    assert scores["cats_score"] == scores["cats_f_per_type"]["POS"]["f"]
+    loaded = make_nlp().from_bytes(nlp.to_bytes())
+    assert loaded.get_pipe("textcat").cfg["positive_label"] == "POS"
+    multilabel = make_nlp("torch_textcat_multilabel").get_pipe("textcat")
+    with pytest.raises(TypeError):
+        multilabel.initialize(lambda: egs, positive_label="POS")
+    assert "positive_label" not in multilabel.cfg
+
+
+def test_exclusive_textcat_needs_two_labels_as_spacy():
+    nlp = make_nlp()
+    nlp.get_pipe("textcat").add_label("ONLY")
+    with pytest.raises(ValueError, match="E867"):
+        nlp.initialize()
+    one = make_nlp("torch_textcat_multilabel")
+    one.get_pipe("textcat").add_label("ONLY")
+    one.initialize()
+    assert set(one("some text").cats) == {"ONLY"}
+
+
+def test_nO_follows_the_labels(initialized):
+    nlp = initialized
+    pipe = nlp.get_pipe("textcat")
+    assert pipe.model.get_dim("nO") == 2
+    pipe.add_label("QUESTION")
+    assert pipe.model.get_dim("nO") == 3
+    assert pipe.model.predict([nlp.make_doc("a question")]).shape == (1, 3)
+
+
+def test_constructors_take_spacys_defaults():
+    from spacy_pytorch_shim.pipeline.textcat import TorchMultiLabelTextCategorizer, TorchTextCategorizer
+
+    nlp = spacy.blank("en")
+    exclusive = nlp.add_pipe("torch_textcat", config=CFG).model
+    textcat = TorchTextCategorizer(nlp.vocab, exclusive, threshold=0.0)
+    assert textcat.name == "textcat" and textcat.scorer is not None
+    multilabel = nlp.add_pipe("torch_textcat_multilabel", config=CFG).model
+    textcat = TorchMultiLabelTextCategorizer(nlp.vocab, multilabel, threshold=0.5)
+    assert textcat.name == "textcat_multilabel" and textcat.scorer is not None
