@@ -147,6 +147,21 @@ def entity_spans(tags: numpy.ndarray, n_labels: int) -> List[Tuple[int, int, int
     return [(int(s), int(e), int(labels[inside == s][0])) for s, e in zip(starts, ends)]
 
 
+def _forward_backward(log_probs: numpy.ndarray, n_labels: int) -> Tuple[numpy.ndarray, numpy.ndarray, float]:
+    """Forward and backward log-scores of the valid tag sequences, each scored
+    by the sum of its tags' log-probabilities, and their log-normaliser."""
+    trans, start, end = biluo_constraints(n_labels)
+    alpha = numpy.empty_like(log_probs)
+    beta = numpy.empty_like(log_probs)
+    alpha[0] = start + log_probs[0]
+    for t in range(1, len(log_probs)):
+        alpha[t] = numpy.logaddexp.reduce(alpha[t - 1][:, None] + trans, axis=0) + log_probs[t]
+    beta[-1] = end
+    for t in range(len(log_probs) - 2, -1, -1):
+        beta[t] = numpy.logaddexp.reduce(trans + (log_probs[t + 1] + beta[t + 1])[None, :], axis=1)
+    return alpha, beta, float(numpy.logaddexp.reduce(alpha[-1] + end))
+
+
 def entity_probabilities(log_probs: numpy.ndarray, tags: numpy.ndarray, n_labels: int) -> numpy.ndarray:
     """The probability of each entity of `tags` (exactly its tokens and its
     label), under the model's distribution over *valid* tag sequences: each
@@ -155,17 +170,8 @@ def entity_probabilities(log_probs: numpy.ndarray, tags: numpy.ndarray, n_labels
     spans = entity_spans(tags, n_labels)
     if not spans:
         return numpy.zeros((0,), dtype="float32")
-    trans, start, end = biluo_constraints(n_labels)
-    n_tokens = len(log_probs)
-    alpha = numpy.empty_like(log_probs)
-    beta = numpy.empty_like(log_probs)
-    alpha[0] = start + log_probs[0]
-    for t in range(1, n_tokens):
-        alpha[t] = numpy.logaddexp.reduce(alpha[t - 1][:, None] + trans, axis=0) + log_probs[t]
-    beta[-1] = end
-    for t in range(n_tokens - 2, -1, -1):
-        beta[t] = numpy.logaddexp.reduce(trans + (log_probs[t + 1] + beta[t + 1])[None, :], axis=1)
-    log_z = numpy.logaddexp.reduce(alpha[-1] + end)
+    trans, start, _ = biluo_constraints(n_labels)
+    alpha, beta, log_z = _forward_backward(log_probs, n_labels)
     scores = []
     for s, e, _ in spans:
         first, last = tags[s], tags[e - 1]
@@ -173,6 +179,27 @@ def entity_probabilities(log_probs: numpy.ndarray, tags: numpy.ndarray, n_labels
         inside = log_probs[numpy.arange(s, e), tags[s:e]].sum()
         scores.append(into + inside + beta[e - 1, last] - log_z)
     return numpy.exp(numpy.minimum(numpy.asarray(scores, dtype="float32"), 0.0))
+
+
+def span_probability(
+    log_probs: numpy.ndarray, start: int, end: int, label_index: int, n_labels: int
+) -> Tuple[float, numpy.ndarray]:
+    """The probability that tokens start..end are exactly one entity of the
+    label (as `entity_probabilities`), and the gradient of its log for
+    `log_probs`: the tag posteriors with the span fixed minus those without."""
+    alpha, beta, log_z = _forward_backward(log_probs, n_labels)
+    posteriors = numpy.exp(alpha + beta - log_z)
+    # The sequences with this entity: B I.. L (or U) of the label fixed on its
+    # tokens (BILUO validity makes it a whole entity, not part of a longer one).
+    fixed = log_probs.copy()
+    fixed[start:end] = -numpy.inf
+    rows = numpy.arange(start, end)
+    columns = span_tag_columns(start, end, label_index)
+    fixed[rows, columns] = log_probs[rows, columns]
+    alpha, beta, log_z_span = _forward_backward(fixed, n_labels)
+    if not numpy.isfinite(log_z_span):
+        return 0.0, numpy.zeros_like(log_probs)
+    return float(numpy.exp(min(log_z_span - log_z, 0.0))), numpy.exp(alpha + beta - log_z_span) - posteriors
 
 
 def span_tag_columns(start: int, end: int, label_index: int) -> numpy.ndarray:

@@ -205,8 +205,9 @@ class TorchEntityRecognizer(TorchLabelledPipe):
         unweighted). Tokens without gold annotation ("-", misaligned) or with a
         label this component does not know are left out, like spaCy's own
         components skip missing values. With `incorrect_spans_key`, each
-        negative span adds -log(1 - p(span)), p(span) the product of its
-        tags' probabilities (B I.. L or U of its label)."""
+        negative span adds -log(1 - p(span)), p(span) its probability over
+        the valid tag sequences (`biluo.span_probability`, the probability
+        that `spans_key` reports)."""
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.get_loss")
         tag_index = {tag: i for i, tag in enumerate(self.tags)}
@@ -239,17 +240,15 @@ class TorchEntityRecognizer(TorchLabelledPipe):
             if (span.start_char, span.end_char, span.label) in gold:
                 raise ValueError(Errors.E868.format(span=(span.start_char, span.end_char, span.label_)))
         label_index = {label: i for i, label in enumerate(self.labels)}
+        log_probs = numpy.log(numpy.maximum(probs, 1e-30))
         loss = 0.0
         for span in eg.get_aligned_spans_y2x(eg.reference.spans[key], allow_overlap=True):
             if span.label_ not in label_index:
                 continue
-            rows = numpy.arange(span.start, span.end)
-            columns = biluo.span_tag_columns(span.start, span.end, label_index[span.label_])
-            p_span = float(numpy.prod(probs[rows, columns]))
-            # d(-log(1 - p))/d logits = p / (1 - p) * d(log p)/d logits
-            weight = p_span / max(1.0 - p_span, NEGATIVE_SPAN_EPS)
-            d[rows] -= weight * probs[rows]
-            d[rows, columns] += weight
+            p_span, d_log_p = biluo.span_probability(log_probs, span.start, span.end, label_index[span.label_], len(self.labels))
+            # d(-log(1 - p)) = p / (1 - p) d(log p), through the log-softmax.
+            grad = p_span / max(1.0 - p_span, NEGATIVE_SPAN_EPS) * d_log_p
+            d += grad - probs * grad.sum(axis=1, keepdims=True)
             loss -= float(numpy.log(max(1.0 - p_span, NEGATIVE_SPAN_EPS)))
         return loss
 

@@ -1,11 +1,18 @@
 """torch_ner: valid spans, training, add_label, EMA, serialization, bad input."""
+import itertools
+import logging
+
 import numpy
 import pytest
 import spacy
+from spacy.lookups import Lookups
+from spacy.tokens import Span
 from spacy.training import Example
 from thinc.api import Adam
 
+from spacy_pytorch_shim.pipeline import biluo
 from spacy_pytorch_shim.pipeline.biluo import biluo_constraints, decode_biluo, viterbi_biluo
+from spacy_pytorch_shim.pipeline.ner import TorchEntityRecognizer
 
 TRAIN = [
     ("Alice lives in Paris", [(0, 5, "PER"), (15, 20, "LOC")]),
@@ -218,3 +225,154 @@ def test_outside_loss_weight_must_be_in_unit_interval():
     nlp = spacy.blank("en")
     with pytest.raises(ValueError, match="outside_loss_weight"):
         nlp.add_pipe("torch_ner", config={**CFG, "outside_loss_weight": 0.0})
+
+
+# ------------------------------------------------ spaCy's ner contract
+@pytest.fixture(scope="module")
+def trained_once():
+    """A trained pipeline for the tests that only read it."""
+    nlp = make_nlp()
+    egs = examples(nlp, TRAIN)
+    nlp.initialize(lambda: egs)
+    train(nlp, egs, Adam(0.01))
+    return nlp
+
+
+def test_preset_entities_and_their_kb_id_are_kept_and_filled_around(trained_once):
+    nlp = trained_once
+    doc = nlp.make_doc("Alice lives in Paris")
+    doc.ents = [Span(doc, 0, 1, label="PRODUCT", kb_id="Q42")]
+    doc = nlp.get_pipe("ner")(doc)
+    assert [(e.text, e.label_, e.kb_id_) for e in doc.ents] == [("Alice", "PRODUCT", "Q42"), ("Paris", "LOC", "")]
+    # Tokens no entity covers are "O", as after spaCy's ner.
+    assert [t.ent_iob_ for t in doc] == ["B", "O", "O", "B"]
+    # The same in a pipeline: an entity_ruler before torch_ner.
+    ruled = spacy.blank("en")
+    ruled.add_pipe("entity_ruler").add_patterns([{"label": "CITY", "pattern": "Paris", "id": "paris"}])
+    ruled.add_pipe("ner", source=nlp)
+    doc = ruled("Alice lives in Paris")
+    assert [(e.text, e.label_, e.ent_id_) for e in doc.ents] == [("Alice", "PER", ""), ("Paris", "CITY", "paris")]
+
+
+def test_blocked_tokens_stay_blocked(trained_once):
+    nlp = trained_once
+    doc = nlp.make_doc("Alice lives in Paris")
+    doc.set_ents([], blocked=[doc[3:4]], default="unmodified")
+    doc = nlp.get_pipe("ner")(doc)
+    assert [(e.text, e.label_) for e in doc.ents] == [("Alice", "PER")]
+    assert (doc[3].ent_iob_, doc[3].ent_type_) == ("B", "")
+
+
+def test_batches_and_single_docs_agree(trained_once):
+    nlp = trained_once
+    texts = [t for t, _ in TRAIN] + ["", "Paris"]
+    batched = [[(e.start, e.end, e.label_) for e in d.ents] for d in nlp.pipe(texts, batch_size=4)]
+    single = [[(e.start, e.end, e.label_) for e in nlp(t).ents] for t in texts]
+    assert batched == single
+
+
+def test_untrained_labels_predict_nothing():
+    """As spaCy's ner: initialized but not trained, no entities; a label is
+    predicted once an update has seen it in the gold data."""
+    nlp = make_nlp()
+    egs = examples(nlp, TRAIN)
+    nlp.get_pipe("ner").add_label("ORG")
+    nlp.initialize(lambda: egs)
+    ner = nlp.get_pipe("ner")
+    assert ner.labels == ("ORG", "PER", "LOC")
+    texts = [t for t, _ in TRAIN + NEW]
+    assert all(e == [] for e in ents(nlp, texts))
+    train(nlp, egs, Adam(0.01), steps=20)
+    found = {label for doc_ents in ents(nlp, texts) for _, _, label in doc_ents}
+    assert found == {"PER", "LOC"}  # ORG was never in the gold data
+    assert ner.cfg["masked_labels"] == ["ORG"]
+
+
+def test_negated_gold_label_is_spacys_error_E869():
+    nlp = make_nlp()
+    nlp.get_pipe("ner").add_label("PER")
+    nlp.initialize()
+    with pytest.raises(ValueError, match="E869"):
+        nlp.update(examples(nlp, [("Alice lives", [(0, 5, "!PER")])]))
+    with pytest.raises(ValueError, match="E869"):
+        make_nlp().initialize(lambda: examples(nlp, [("Alice lives", [(0, 5, "!PER")])]))
+
+
+def test_missing_lexeme_norms_log_W033_as_spacy_ner(caplog):
+    nlp = make_nlp()
+    nlp.vocab.lookups = Lookups()
+    with caplog.at_level(logging.DEBUG):
+        nlp.initialize()
+    assert "W033" in caplog.text
+
+
+def test_constructor_takes_spacys_defaults():
+    nlp = make_nlp()
+    model = nlp.get_pipe("ner").model
+    ner = TorchEntityRecognizer(nlp.vocab, model)
+    assert ner.name == "ner" and ner.scorer is not None and ner.cfg["incorrect_spans_key"] is None
+
+
+def test_negative_spans_unlearn_an_entity():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("torch_ner", name="ner", config={**CFG, "incorrect_spans_key": "neg"})
+    egs = examples(nlp, TRAIN)
+    optimizer = nlp.initialize(lambda: egs)
+    optimizer.learn_rate = 0.01
+    train(nlp, egs, optimizer, steps=30)
+    assert ("Paris", "LOC") in [(e.text, e.label_) for e in nlp("Paris is nice").ents]
+    neg = Example(nlp.make_doc("Paris is nice"), nlp.make_doc("Paris is nice"))
+    neg.reference.spans["neg"] = [Span(neg.reference, 0, 1, "LOC")]
+    before = nlp.get_pipe("ner").update([neg])["ner"]
+    assert before > 0.5  # -log(1 - p): the span is confidently predicted
+    for _ in range(20):
+        losses = nlp.update([neg], sgd=optimizer)
+    assert losses["ner"] < before
+    assert ("Paris", "LOC") not in [(e.text, e.label_) for e in nlp("Paris is nice").ents]
+    # A negative span equal to a gold entity is spaCy's error E868.
+    conflict = examples(nlp, [("Paris is nice", [(0, 5, "LOC")])])[0]
+    conflict.reference.spans["neg"] = [Span(conflict.reference, 0, 1, "LOC")]
+    with pytest.raises(ValueError, match="E868"):
+        nlp.update([conflict])
+
+
+def test_spans_key_stores_each_entity_with_its_probability(trained_once):
+    nlp = trained_once
+    ner = nlp.get_pipe("ner")
+    ner.cfg["spans_key"] = "ner_scores"
+    try:
+        doc = nlp.make_doc("Alice lives in Paris")
+        doc.ents = [Span(doc, 0, 1, label="PRODUCT")]
+        doc = ner(doc)
+    finally:
+        ner.cfg["spans_key"] = None
+    group = doc.spans["ner_scores"]
+    assert [(s.text, s.label_) for s in group] == [("Paris", "LOC")]  # only what this component found
+    scores = group.attrs["scores"]
+    assert scores.shape == (1,) and 0.5 < scores[0] <= 1.0
+    # Thresholding the scores selects entities.
+    assert [s.text for s, p in zip(group, scores) if p > 0.5] == ["Paris"]
+
+
+def test_entity_probabilities_are_the_exact_marginals():
+    """Against brute force: every valid BILUO sequence of 3 tokens, 2 labels."""
+    rng = numpy.random.default_rng(0)
+    n_labels, n_tokens = 2, 3
+    logits = rng.normal(size=(n_tokens, biluo.n_tags(n_labels))).astype("float32")
+    log_probs = logits - numpy.log(numpy.exp(logits).sum(axis=1, keepdims=True))
+    trans, start, end = biluo_constraints(n_labels)
+    weights = {}
+    for seq in itertools.product(range(biluo.n_tags(n_labels)), repeat=n_tokens):
+        score = start[seq[0]] + end[seq[-1]] + sum(trans[a, b] for a, b in zip(seq, seq[1:]))
+        if numpy.isfinite(score):
+            weights[seq] = numpy.exp(sum(log_probs[t, tag] for t, tag in enumerate(seq)))
+    total = sum(weights.values())
+    tags = numpy.asarray([biluo.tag_column(1, biluo.B), biluo.tag_column(1, biluo.L), biluo.tag_column(0, biluo.U)])
+    spans = biluo.entity_spans(tags, n_labels)
+    assert spans == [(0, 2, 1), (2, 3, 0)]
+    expected = []
+    for s, e, _ in spans:
+        expected.append(sum(w for seq, w in weights.items() if seq[s:e] == tuple(tags[s:e])
+                            and (s == 0 or seq[s - 1] == 0 or (seq[s - 1] - 1) % 4 + 1 in (biluo.L, biluo.U))
+                            and (e == n_tokens or (seq[e] - 1) % 4 + 1 in (biluo.B, biluo.U) or seq[e] == 0)) / total)
+    numpy.testing.assert_allclose(biluo.entity_probabilities(log_probs, tags, n_labels), expected, rtol=1e-4)
