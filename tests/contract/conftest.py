@@ -32,14 +32,25 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "issue(number): the spaCy issue a test comes from")
 
 
+# Our default architectures, narrower (the suite's run time): what a test
+# gets where it names spaCy's architecture or none. The sizes are no part of
+# the contract.
+SMALL_TOK2VEC = {"width": 32, "rows": [500, 100, 100, 100], "encoder": {"width": 32, "depth": 2}}
+SMALL_MODELS = {
+    "torch_ner": {"tok2vec": SMALL_TOK2VEC, "hidden_width": 32},
+    "torch_textcat": {"tok2vec": SMALL_TOK2VEC, "hidden_width": 32, "ngram_rows": 4096},
+    "torch_textcat_multilabel": {"tok2vec": SMALL_TOK2VEC, "hidden_width": 32, "ngram_rows": 4096},
+}
+
+
 def swapped_config(factory_name: str, config: Optional[Dict]) -> Dict:
     """spaCy's component config for our factory: spaCy's own architectures
-    (`spacy.*`) are replaced by our default model, which the factory swap
-    means (a torch component takes one of our torch architectures)."""
+    (`spacy.*`) are replaced by our default one, which the factory swap means
+    (a torch component takes one of our torch architectures)."""
     config = dict(config or {})
     model = config.get("model")
-    if isinstance(model, dict) and str(model.get("@architectures", "")).startswith("spacy."):
-        del config["model"]
+    if model is None or (isinstance(model, dict) and str(model.get("@architectures", "")).startswith("spacy.")):
+        config["model"] = SMALL_MODELS[FACTORIES[factory_name]]
     for key in TRANSITION_SETTINGS:
         config.pop(key, None)
     return config
