@@ -174,11 +174,11 @@ def test_many_labels_added_one_by_one_cost_one_resize(factory):
 
 def test_labels_added_then_saved_are_resized_before_saving(factory, tmp_path):
     nlp, pipe = make_pipe(factory)
-    pipe.initialize(lambda: (x for x in []), labels=["A"])
-    pipe.add_label("B")
+    pipe.initialize(lambda: (x for x in []), labels=["A", "B"])
+    pipe.add_label("C")
     nlp.to_disk(tmp_path / "p")
     loaded = spacy.load(tmp_path / "p")
-    assert loaded.get_pipe("pipe").labels == ("A", "B")
+    assert loaded.get_pipe("pipe").labels == ("A", "B", "C")
     assert loaded("x y").to_json() == nlp("x y").to_json()
 
 
