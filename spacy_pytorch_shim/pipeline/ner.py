@@ -7,7 +7,7 @@ from spacy import util
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline.ner import ner_score
-from spacy.tokens import Doc, Span, SpanGroup
+from spacy.tokens import Doc, SpanGroup
 from spacy.training import Example, biluo_tags_to_spans, validate_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model
@@ -184,7 +184,8 @@ class TorchEntityRecognizer(TorchLabelledPipe):
         spans_key = self.cfg.get("spans_key")
         for doc, x, ids in zip(docs, log_probs, biluo.decode_biluo(log_probs, n_labels)):
             found = biluo_tags_to_spans(doc, [tags[i] for i in ids])
-            blocked = [doc[i : i + 1] for i in range(len(doc)) if doc[i].ent_iob == 3 and not doc[i].ent_type]
+            iob_type = doc.to_array(["ENT_IOB", "ENT_TYPE"])
+            blocked = [doc[int(i) : int(i) + 1] for i in numpy.flatnonzero((iob_type[:, 0] == 3) & (iob_type[:, 1] == 0))]
             doc.set_ents(list(doc.ents) + found, blocked=blocked, default="outside")
             if spans_key is not None:
                 group = SpanGroup(doc, name=spans_key, spans=found)
@@ -281,4 +282,5 @@ def _check_not_negated(label: str) -> None:
 
 def _preset_tokens(doc: Doc) -> numpy.ndarray:
     """Tokens already in an entity, or blocked (B without a type): kept as they are."""
-    return numpy.asarray([token.ent_iob in (1, 3) for token in doc], dtype=bool)
+    iob = doc.to_array("ENT_IOB")
+    return (iob == 1) | (iob == 3)
