@@ -10,8 +10,9 @@ from .conftest import TRANSITION_SETTINGS, adapt
 TRANSITIONS = "tests spaCy's transition system (BiluoPushDown moves and oracle), which a tagger has no counterpart of"
 OVERFIT = (
     "sets spaCy's parser model settings (use_upper, attrs['has_upper']) and a loss threshold (< 1e-5 after 50 "
-    "updates) tuned to spaCy's loss; the rest of it (save/load, add_label keeps predictions, batch = one by one, "
-    "preset entities keep their kb_id) is tests/pipeline/test_ner.py::test_overfitting_IO_as_spacy_ner"
+    "updates) tuned to spaCy's loss; the rest of it is in tests/pipeline/test_ner.py: "
+    "test_disk_and_bytes_round_trip_with_added_label, test_add_label_after_training_keeps_entities_then_learns_it, "
+    "test_batches_and_single_docs_agree, test_preset_entities_and_their_kb_id_are_kept_and_filled_around"
 )
 RESIZE_BY_MOVES = (
     "resizes the model through ner.moves.n_moves (the transition system); TorchEntityRecognizer.from_bytes "
