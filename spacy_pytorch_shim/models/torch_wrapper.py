@@ -34,7 +34,9 @@ def TorchWrapper(
     module: the torch module. With the default conversions, a module mapping one
         tensor to one tensor needs nothing else.
     convert_inputs, convert_outputs: conversions with Thinc's PyTorchWrapper_v2
-        signatures; the defaults are in `spacy_pytorch_shim.models.convert`.
+        signatures; the defaults (in `spacy_pytorch_shim.models.convert`)
+        convert as Thinc's do (a list or tuple: positional arguments, a dict
+        or ArgsKwargs: keyword arguments), plus Ragged and Padded.
     output_layer, input_layer: dotted names of the `torch.nn.Linear` or
         `torch.nn.Embedding` submodules that `model.attrs["resize_output"]` and
         `model.attrs["resize_input"]` resize.
