@@ -34,8 +34,10 @@ depth = 4
 window = 1
 """
 
-# The least 1 - p(span) that a negative span's loss and gradient use.
-NEGATIVE_SPAN_EPS = 1e-3
+# The least 1 - p(span) that a negative span's loss and gradient use (in
+# float64: the gradient p / (1 - p) * d(log p) stays finite as p nears 1,
+# where d(log p) shrinks with 1 - p).
+NEGATIVE_SPAN_EPS = 1e-12
 
 
 @Language.factory(
@@ -165,9 +167,9 @@ class TorchEntityRecognizer(TorchLabelledPipe):
             x[_preset_tokens(doc), 1:] = -numpy.inf
         return log_probs
 
-    def _log_probs(self, logits: numpy.ndarray) -> numpy.ndarray:
+    def _log_probs(self, logits: numpy.ndarray, dtype: str = "float32") -> numpy.ndarray:
         """Log-softmax over the tags; tags of masked labels get -inf."""
-        logits = logits.astype("float32", copy=True)
+        logits = logits.astype(dtype, copy=True)
         tag_mask = biluo.tag_mask(self.label_mask())
         if tag_mask is not None:
             logits[:, tag_mask] = -numpy.inf
@@ -225,13 +227,13 @@ class TorchEntityRecognizer(TorchLabelledPipe):
             d[~known] = 0.0
             d[gold == 0] *= self.cfg["outside_loss_weight"]
             loss -= float(numpy.log(probs[numpy.flatnonzero(known), gold[known]] + 1e-8).sum())
-            loss += self._add_negative_span_grads(eg, probs, d)
+            loss += self._add_negative_span_grads(eg, scores, d)
             if tag_mask is not None:
                 d[:, tag_mask] = 0.0
             d_logits.append(self.model.ops.asarray(d))
         return loss, d_logits
 
-    def _add_negative_span_grads(self, eg: Example, probs: numpy.ndarray, d: numpy.ndarray) -> float:
+    def _add_negative_span_grads(self, eg: Example, logits: numpy.ndarray, d: numpy.ndarray) -> float:
         """Add the gradient of the negative spans' loss to `d`; their loss."""
         key = self.cfg.get("incorrect_spans_key")
         if key is None or key not in eg.reference.spans:
@@ -241,7 +243,8 @@ class TorchEntityRecognizer(TorchLabelledPipe):
             if (span.start_char, span.end_char, span.label) in gold:
                 raise ValueError(Errors.E868.format(span=(span.start_char, span.end_char, span.label_)))
         label_index = {label: i for i, label in enumerate(self.labels)}
-        log_probs = numpy.log(numpy.maximum(probs, 1e-30))
+        log_probs = self._log_probs(logits, dtype="float64")
+        probs = numpy.exp(log_probs)
         loss = 0.0
         for span in eg.get_aligned_spans_y2x(eg.reference.spans[key], allow_overlap=True):
             if span.label_ not in label_index:

@@ -8,7 +8,7 @@ import spacy
 from spacy.lookups import Lookups
 from spacy.tokens import Span
 from spacy.training import Example
-from thinc.api import Adam
+from thinc.api import Adam, fix_random_seed
 
 from spacy_pytorch_shim.pipeline import biluo
 from spacy_pytorch_shim.pipeline.biluo import biluo_constraints, decode_biluo, viterbi_biluo
@@ -313,7 +313,9 @@ def test_constructor_takes_spacys_defaults():
     assert ner.name == "ner" and ner.scorer is not None and ner.cfg["incorrect_spans_key"] is None
 
 
-def test_negative_spans_unlearn_an_entity():
+@pytest.mark.parametrize("seed", [0, 1])
+def test_negative_spans_unlearn_an_entity(seed):
+    fix_random_seed(seed)
     nlp = spacy.blank("en")
     nlp.add_pipe("torch_ner", name="ner", config={**CFG, "incorrect_spans_key": "neg"})
     egs = examples(nlp, TRAIN)
