@@ -25,6 +25,7 @@ import copy
 import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
@@ -35,7 +36,7 @@ from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import fix_random_seed
 
-from spacy_pytorch_shim.continual import learn_without_forgetting_v1
+from spacy_pytorch_shim.continual import learn_without_forgetting_v1, rehearsal_corpus_v1
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 32
@@ -65,13 +66,15 @@ def cats_examples(nlp, docs, labels) -> List[Example]:
     return out
 
 
-def train(nlp, examples: List[Example], epochs: int, *, sgd=None, rehearse: Optional[List[Example]] = None, seed: int = 0):
-    """`epochs` passes over `examples` in batches of BATCH; with `rehearse`,
-    one `nlp.rehearse` batch of those after each update (spaCy's recipe)."""
+def train(nlp, examples, epochs: int, *, sgd=None, rehearse: Optional[List[Example]] = None, seed: int = 0):
+    """`epochs` passes over `examples` (a list, or a function giving each
+    epoch's) in batches of BATCH; with `rehearse`, one `nlp.rehearse` batch
+    of those after each update (spaCy's recipe)."""
     rng = random.Random(seed)
-    examples = list(examples)
+    epoch_examples = examples if callable(examples) else lambda: list(examples)
     old = list(rehearse or [])
     for _ in range(epochs):
+        examples = epoch_examples()
         rng.shuffle(examples)
         for i in range(0, len(examples), BATCH):
             nlp.update(examples[i:i + BATCH], sgd=sgd, drop=0.1)
@@ -79,18 +82,12 @@ def train(nlp, examples: List[Example], epochs: int, *, sgd=None, rehearse: Opti
                 nlp.rehearse(rng.sample(old, min(BATCH, len(old))), sgd=sgd)
 
 
-def mixed(new: List[Example], old: List[Example], ratio: float, gold: bool) -> List[Example]:
-    """What RehearsalCorpus.v1 yields: `ratio` old examples per new one."""
-    out, owed, j = [], 0.0, 0
-    for eg in new:
-        out.append(eg)
-        owed += ratio
-        while owed >= 1.0:
-            owed -= 1.0
-            old_eg = old[j % len(old)]
-            j += 1
-            out.append(old_eg if gold else Example.from_dict(old_eg.predicted, {}))
-    return out
+def rehearsal_reader(nlp, new: List[Example], old: List[Example], ratio: float, gold: bool, tmp: Path):
+    """RehearsalCorpus.v1 over this new and old data: each call one epoch."""
+    for name, examples in (("new", new), ("old", old)):
+        DocBin(docs=[eg.reference for eg in examples]).to_disk(tmp / f"{name}.spacy")
+    corpus = rehearsal_corpus_v1(tmp / "new.spacy", tmp / "old.spacy", rehearsal_ratio=ratio, rehearsal_gold=gold)
+    return lambda: list(corpus(nlp))
 
 
 def ner_f(nlp, docs, labels) -> float:
@@ -125,7 +122,7 @@ def run_task(task: str, args) -> List[Dict]:
         score = ner_f
         factories = {"ours": "torch_ner", "spacy": "ner"}
         epochs1, epochs2 = args.ner_epochs, args.ner_epochs_new
-        gold_rehearsal = False
+        ratio, gold_rehearsal = args.ner_rehearsal_ratio, False
     else:
         labels = sorted(train_docs[0].cats)
         rng = random.Random(0)
@@ -136,7 +133,7 @@ def run_task(task: str, args) -> List[Dict]:
         score = macro_f
         factories = {"ours": "torch_textcat", "spacy": "textcat"}
         epochs1, epochs2 = args.textcat_epochs, args.textcat_epochs_new
-        gold_rehearsal = True
+        ratio, gold_rehearsal = args.textcat_rehearsal_ratio, True
     all_labels = old_labels + new_labels
     rows = []
 
@@ -144,6 +141,8 @@ def run_task(task: str, args) -> List[Dict]:
         return {"old": score(nlp, test_docs, old_labels), "new": score(nlp, test_docs, new_labels)}
 
     for kind, factory in factories.items():
+        if kind not in args.systems.split(","):
+            continue
         fix_random_seed(0)
         nlp = spacy.blank("en")
         nlp.add_pipe(factory)
@@ -174,8 +173,9 @@ def run_task(task: str, args) -> List[Dict]:
             sgd = student.resume_training()
             if variant == "learn without forgetting":
                 learn_without_forgetting_v1(new_labels={factory: new_labels})(student)
-                examples = mixed(student_new, student_old, args.rehearsal_ratio, gold_rehearsal)
-                train(student, examples, epochs2, sgd=sgd)
+                with tempfile.TemporaryDirectory() as tmp:
+                    examples = rehearsal_reader(student, student_new, student_old, ratio, gold_rehearsal, Path(tmp))
+                    train(student, examples, epochs2, sgd=sgd)
             else:
                 for label in new_labels:
                     if label not in pipe.labels:
@@ -219,13 +219,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--tasks", default="ner,textcat")
+    parser.add_argument("--systems", default="ours,spacy")
     parser.add_argument("--limit", type=int, default=0, help="training docs (0: all), before the split")
     parser.add_argument("--test-limit", type=int, default=0)
     parser.add_argument("--ner-epochs", type=int, default=5)
     parser.add_argument("--ner-epochs-new", type=int, default=3)
     parser.add_argument("--textcat-epochs", type=int, default=5)
     parser.add_argument("--textcat-epochs-new", type=int, default=3)
-    parser.add_argument("--rehearsal-ratio", type=float, default=0.5)
+    parser.add_argument("--ner-rehearsal-ratio", type=float, default=0.5, help="old text examples per new one")
+    parser.add_argument("--textcat-rehearsal-ratio", type=float, default=2.0, help="old gold examples per new one")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

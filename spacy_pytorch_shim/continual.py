@@ -92,17 +92,20 @@ def rehearsal_corpus_v1(
 ) -> Callable[[Language], Iterator[Example]]:
     """"spacy-pytorch-shim.RehearsalCorpus.v1": the examples of `path` (the new
     data) with `rehearsal_ratio` examples of `rehearsal_path` (the old data)
-    per new one, spread evenly, the old ones cycled. With `rehearsal_gold =
+    per new one, spread evenly, the old ones shuffled and cycled across epochs. With `rehearsal_gold =
     false` the old examples are text only (spaCy's rehearsal: the teacher's
     predictions are their targets); with true they keep their gold, read as
     the new data's gold is (docs/continual-learning.md)."""
     if rehearsal_ratio < 0:
         raise ValueError(f"RehearsalCorpus: rehearsal_ratio must be >= 0, got {rehearsal_ratio}")
     new = Corpus(path, max_length=max_length, limit=limit)
-    old = Corpus(rehearsal_path, max_length=max_length)
+    old = Corpus(rehearsal_path, max_length=max_length, shuffle=True)
+    # One cycle over the old data for all epochs: each epoch rehearses the
+    # next old examples, not the same first ones.
+    cycles: Dict[int, Iterator[Example]] = {}
 
     def examples(nlp: Language) -> Iterator[Example]:
-        old_examples = _cycle(lambda: old(nlp), rehearsal_path)
+        old_examples = cycles.setdefault(id(nlp), _cycle(lambda: old(nlp), rehearsal_path))
         owed = 0.0
         for eg in new(nlp):
             yield eg
