@@ -21,7 +21,8 @@ or doc (textcat), over a subset of the student's outputs:
   kept as well (learning without forgetting, Li & Hoiem 2016).
 
 The losses are computed from the model's logits here, independently of the
-components' `get_loss`.
+components' `get_loss`; the gold is read by the components' own helpers
+(`_gold_ids` of torch_ner, `_truths` of the text classifiers).
 """
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
