@@ -42,6 +42,10 @@ bench-quick: install
 bench-shim: install
 	$(BIN)/python bench/shim_overhead.py --threads 1 --out bench/results/shim_overhead.md
 
+## Learning a new label without forgetting the old ones, ours against spaCy's (docs/continual-learning.md).
+bench-continual: install
+	nice -n 10 $(BIN)/python bench/continual.py --limit 3000 --test-limit 1000 --out bench/results/continual.md
+
 ## A grid of config overrides on one dataset: markdown table + PNG (docs/experiments.md).
 GRID_CONFIG ?= configs/ner.cfg
 GRID_DATA ?= data/btc-sample

@@ -236,6 +236,8 @@ class TorchShim(Shim):
         return list(self._optimizers)
 
     def _remember(self, optimizer: Optimizer) -> None:
+        if not hasattr(optimizer, "mom1"):
+            return  # a plain callable (nlp.rehearse passes a new one each call) has no state to resize
         if not self._optimizers or self._optimizers[-1] is not optimizer:
             others = [opt for opt in self._optimizers if opt is not optimizer]
             self._optimizers = others[-(MAX_OPTIMIZERS - 1):] + [optimizer]

@@ -28,6 +28,7 @@ from ..models.serialization import (
     read_msgpack,
 )
 from ..models.torch_shim import TorchShim
+from . import distill
 
 N_INIT_EXAMPLES = 10
 
@@ -176,6 +177,35 @@ class TorchLabelledPipe(TrainablePipe):
 
     def finish_update(self, sgd) -> None:
         self.model.finish_update(sgd)
+
+    # ------------------------------------- rehearsal and continued training
+    # The teacher (distill.Teacher) and, while continuing training without
+    # forgetting, its settings (distill.ContinualSettings): training state,
+    # never saved. The losses live in distill.py.
+    _teacher: Optional[distill.Teacher] = None
+    _continual: Optional[distill.ContinualSettings] = None
+
+    @property
+    def _rehearsal_model(self) -> Optional[Model]:
+        """The model `nlp.resume_training()` copies (spaCy sets this attribute
+        on every pipe that has it); kept with the labels it has outputs for."""
+        return None if self._teacher is None else self._teacher.model
+
+    @_rehearsal_model.setter
+    def _rehearsal_model(self, model: Optional[Model]) -> None:
+        self._teacher = distill.make_teacher(self, model)
+
+    def rehearse(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        """TrainablePipe.rehearse: learn to predict what the model copied by
+        `nlp.resume_training()` predicts on the examples' docs."""
+        return distill.rehearse(self, examples, drop=drop, sgd=sgd, losses=losses)
+
+    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        """TrainablePipe.update, or, while continuing training without
+        forgetting, the gold where it annotates and the teacher elsewhere."""
+        if self._continual is None:
+            return super().update(examples, drop=drop, sgd=sgd, losses=losses)
+        return distill.update_without_forgetting(self, list(examples), drop=drop, sgd=sgd, losses=losses)
 
     # --------------------------------------------------------- serialization
     def to_bytes(self, *, exclude=tuple()) -> bytes:

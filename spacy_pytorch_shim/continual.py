@@ -1,0 +1,131 @@
+"""Continue training a trained pipeline on new data without forgetting, from
+the config of `spacy train` (docs/continual-learning.md).
+
+The trained components are sourced (`[components.ner] source = ...`), so
+`spacy train` calls `nlp.resume_training()`, which keeps a frozen copy of
+each one: the teacher. The `[initialize.after_init]` callback
+"spacy-pytorch-shim.learn_without_forgetting.v1" adds the new labels and
+switches the torch components' updates to gold-plus-teacher targets
+(pipeline/distill.py). The reader "spacy-pytorch-shim.RehearsalCorpus.v1"
+mixes examples of the old data into the new at a set ratio.
+"""
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional
+
+from spacy.language import Language
+from spacy.training import Corpus, Example
+
+from .pipeline.base import TorchLabelledPipe
+from .pipeline.distill import ContinualSettings
+from .pipeline.ner import TorchEntityRecognizer
+
+
+def learn_without_forgetting_v1(
+    *,
+    new_labels: Dict[str, List[str]] = {},
+    annotated_labels: Dict[str, List[str]] = {},
+) -> Callable[[Language], Language]:
+    """"spacy-pytorch-shim.learn_without_forgetting.v1", an `after_init`
+    callback. Every sourced torch component (one with a teacher) then learns
+    from the gold where the new data annotates and holds to its teacher's
+    predictions elsewhere.
+
+    new_labels: labels to add, by component name (learned from the new data).
+    annotated_labels: NER only, by component name: the labels the new data's
+        entities annotate completely, where a token outside an entity is "not
+        this label" (negative); default the labels the teacher does not have.
+        The teacher fills in every other label (missing). Textcat reads which
+        labels a doc annotates from its `doc.cats` keys.
+    """
+
+    def after_init(nlp: Language) -> Language:
+        pipes = {name: nlp.get_pipe(name) for name in nlp.component_names}
+        for setting, value in (("new_labels", new_labels), ("annotated_labels", annotated_labels)):
+            for name in value:
+                pipe = pipes.get(name)
+                if not isinstance(pipe, TorchLabelledPipe) or pipe._teacher is None:
+                    raise ValueError(
+                        f"learn_without_forgetting: {setting} names '{name}', which is not a "
+                        f"torch component sourced from a trained pipeline (components with a "
+                        f"teacher: {[n for n, p in pipes.items() if isinstance(p, TorchLabelledPipe) and p._teacher is not None]})"
+                    )
+        for name in annotated_labels:
+            if not isinstance(pipes[name], TorchEntityRecognizer):
+                raise ValueError(
+                    f"learn_without_forgetting: annotated_labels names '{name}', a text "
+                    f"classifier: which labels a doc annotates is which keys its doc.cats has"
+                )
+        students = [
+            (name, pipe) for name, pipe in pipes.items() if isinstance(pipe, TorchLabelledPipe) and pipe._teacher is not None
+        ]
+        if not students:
+            raise ValueError(
+                "learn_without_forgetting: no torch component has a teacher. Source the trained "
+                "components (`source = \"path/to/pipeline\"` in [components.NAME]) and leave them "
+                "out of [training] frozen_components"
+            )
+        for name, pipe in students:
+            for label in new_labels.get(name, []):
+                pipe.add_label(label)
+            teacher_labels = set(pipe._teacher.known)
+            annotated = annotated_labels.get(name, [label for label in pipe.labels if label not in teacher_labels])
+            unknown = [label for label in annotated if label not in pipe.labels]
+            if unknown:
+                raise ValueError(
+                    f"learn_without_forgetting: annotated_labels of '{name}' has {unknown}, not "
+                    f"labels of the component {list(pipe.labels)} (add them in new_labels)"
+                )
+            pipe._continual = ContinualSettings(annotated=frozenset(annotated))
+        return nlp
+
+    return after_init
+
+
+def rehearsal_corpus_v1(
+    path: Path,
+    rehearsal_path: Path,
+    *,
+    rehearsal_ratio: float = 0.5,
+    rehearsal_gold: bool = False,
+    max_length: int = 0,
+    limit: int = 0,
+) -> Callable[[Language], Iterator[Example]]:
+    """"spacy-pytorch-shim.RehearsalCorpus.v1": the examples of `path` (the new
+    data) with `rehearsal_ratio` examples of `rehearsal_path` (the old data)
+    per new one, spread evenly, the old ones shuffled and cycled across epochs. With `rehearsal_gold =
+    false` the old examples are text only (spaCy's rehearsal: the teacher's
+    predictions are their targets); with true they keep their gold, read as
+    the new data's gold is (docs/continual-learning.md)."""
+    if rehearsal_ratio < 0:
+        raise ValueError(f"RehearsalCorpus: rehearsal_ratio must be >= 0, got {rehearsal_ratio}")
+    new = Corpus(path, max_length=max_length, limit=limit)
+    old = Corpus(rehearsal_path, max_length=max_length, shuffle=True)
+    # One cycle over the old data for all epochs: each epoch rehearses the
+    # next old examples, not the same first ones.
+    cycles: Dict[int, Iterator[Example]] = {}
+
+    def examples(nlp: Language) -> Iterator[Example]:
+        old_examples = cycles.setdefault(id(nlp), _cycle(lambda: old(nlp), rehearsal_path))
+        owed = 0.0
+        for eg in new(nlp):
+            yield eg
+            owed += rehearsal_ratio
+            while owed >= 1.0:
+                owed -= 1.0
+                old_eg = next(old_examples)
+                yield old_eg if rehearsal_gold else Example.from_dict(old_eg.predicted, {})
+
+    return examples
+
+
+def _cycle(make: Callable[[], Iterator[Example]], path: Path) -> Iterator[Example]:
+    while True:
+        n = 0
+        for eg in make():
+            n += 1
+            yield eg
+        if n == 0:
+            raise ValueError(f"RehearsalCorpus: no examples in rehearsal_path {path}")
+
+
+__all__ = ["learn_without_forgetting_v1", "rehearsal_corpus_v1"]

@@ -1,0 +1,298 @@
+"""Learning without forgetting for the torch components: a frozen copy of the
+component (the *teacher*, the model `nlp.resume_training()` copies) supplies
+soft targets for what the training data does not annotate.
+
+Every loss here is a cross-entropy against one soft target per token (NER)
+or doc (textcat), over a subset of the student's outputs:
+
+- `rehearse` (spaCy's `nlp.rehearse`): the gold is ignored; the student's
+  distribution over the teacher's labels is held to the teacher's. Labels
+  the teacher does not have are left free (a softmax over the teacher's
+  outputs only), as their annotation is missing.
+- Continued training (`ContinualSettings` set on the component, see
+  `spacy_pytorch_shim.continual`): the gold where the data annotates, the
+  teacher where it does not. NER: a gold entity is a one-hot target; a gold
+  "O" says "no entity of the annotated labels" and the teacher's
+  distribution over "O" and the other labels is the target there (missing);
+  a label listed as annotated takes "O" as "none" (negative). Textcat: a
+  label with a value in `doc.cats` is annotated, one without is missing and
+  the teacher fills it in; with exclusive classes a positive label makes the
+  others negative, and the teacher's distribution over its own labels is
+  kept as well (learning without forgetting, Li & Hoiem 2016).
+
+The losses are computed from the model's logits here, independently of the
+components' `get_loss`; the gold is read by the components' own helpers
+(`_gold_ids` of torch_ner, `_truths` of the text classifiers).
+"""
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.training import Example, validate_examples
+from thinc.api import Model, set_dropout_rate
+
+from . import biluo
+
+EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The frozen model and the labels it has outputs for (as the component's
+    labels were when it was copied), masked ones excluded from its targets."""
+
+    model: Model
+    labels: Tuple[str, ...]
+    masked: FrozenSet[str]
+
+    @property
+    def known(self) -> Tuple[str, ...]:
+        return tuple(label for label in self.labels if label not in self.masked)
+
+
+@dataclass(frozen=True)
+class ContinualSettings:
+    """How a component's continued training reads the gold. `annotated`: for
+    NER, the labels whose entities the new data annotates completely (a token
+    outside them is not one of them); the teacher fills in the others."""
+
+    annotated: FrozenSet[str]
+
+
+def make_teacher(pipe, model: Optional[Model]) -> Optional[Teacher]:
+    """The teacher for the model `nlp.resume_training` copied from `pipe`."""
+    if model is None:
+        return None
+    return Teacher(model, tuple(pipe.labels), frozenset(pipe.cfg["masked_labels"]))
+
+
+def rehearse(pipe, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """`TrainablePipe.rehearse`: one update towards the teacher's predictions
+    on the examples' docs (their gold is not used); nothing without a teacher."""
+    if losses is None:
+        losses = {}
+    losses.setdefault(pipe.name, 0.0)
+    examples = list(examples)
+    validate_examples(examples, f"{type(pipe).__name__}.rehearse")
+    if pipe._teacher is None:
+        return losses
+    return _distill_update(pipe, examples, drop=drop, sgd=sgd, losses=losses, use_gold=False)
+
+
+def update_without_forgetting(pipe, examples: List[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    """`update` of a component in continued training: gold plus teacher."""
+    if losses is None:
+        losses = {}
+    losses.setdefault(pipe.name, 0.0)
+    if pipe._teacher is None:
+        raise ValueError(
+            f"Component '{pipe.name}' is set to continue training without forgetting but has no "
+            f"teacher: call nlp.resume_training() (spacy train does for sourced components)"
+        )
+    return _distill_update(pipe, examples, drop=drop, sgd=sgd, losses=losses, use_gold=True)
+
+
+def _distill_update(pipe, examples: List[Example], *, drop: float, sgd, losses: Dict[str, float], use_gold: bool) -> Dict[str, float]:
+    docs = [eg.predicted for eg in examples]
+    if not any(len(doc) for doc in docs):
+        return losses
+    model = pipe.model
+    teacher = pipe._teacher
+    teacher_out = teacher.model.predict(docs)
+    set_dropout_rate(model, drop)
+    scores, backprop = model.begin_update(docs)
+    loss_fn = _loss_function(pipe)
+    loss, d_scores = loss_fn(pipe, teacher, examples, scores, teacher_out, use_gold)
+    backprop(d_scores)
+    if sgd not in (None, False):
+        pipe.finish_update(sgd)
+    losses[pipe.name] += loss
+    return losses
+
+
+def _loss_function(pipe):
+    from .ner import TorchEntityRecognizer
+    from .textcat import TorchTextCategorizerBase
+
+    if isinstance(pipe, TorchEntityRecognizer):
+        return ner_distillation_loss
+    if isinstance(pipe, TorchTextCategorizerBase):
+        return exclusive_distillation_loss if pipe.exclusive else multilabel_distillation_loss
+    raise TypeError(f"Component '{pipe.name}' ({type(pipe).__name__}) has no distillation loss")
+
+
+# ------------------------------------------------------------------ helpers
+def _teacher_columns(pipe, teacher: Teacher, columns) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """For each label the teacher knows (and the student still has): its
+    columns in the teacher's output and in the student's, via `columns(index)`
+    giving a label's columns."""
+    t_cols, s_cols = [], []
+    for t_index, label in enumerate(teacher.labels):
+        if label in teacher.masked or label not in pipe.labels:
+            continue
+        t_cols.extend(columns(t_index))
+        s_cols.extend(columns(pipe.labels.index(label)))
+    return numpy.asarray(t_cols, dtype="int64"), numpy.asarray(s_cols, dtype="int64")
+
+
+def _softmax_over(logits: numpy.ndarray, allowed: numpy.ndarray) -> numpy.ndarray:
+    """Row-wise softmax over the allowed columns; 0 elsewhere (rows with no
+    allowed column are all 0)."""
+    z = numpy.where(allowed, logits, -numpy.inf)
+    top = z.max(axis=1, keepdims=True)
+    top[~numpy.isfinite(top)] = 0.0
+    e = numpy.where(allowed, numpy.exp(z - top), 0.0)
+    total = e.sum(axis=1, keepdims=True)
+    return e / numpy.where(total > 0, total, 1.0)
+
+
+def _soft_cross_entropy(logits: numpy.ndarray, allowed: numpy.ndarray, target: numpy.ndarray, weight: Optional[numpy.ndarray] = None) -> Tuple[float, numpy.ndarray]:
+    """Cross-entropy of the softmax over `allowed` columns against `target`
+    (rows summing to 1 over allowed columns, or all 0 to skip the row), and
+    its gradient for the logits."""
+    probs = _softmax_over(logits, allowed)
+    active = (target.sum(axis=1, keepdims=True) > 0).astype("float32")
+    grad = (probs - target) * allowed * active
+    loss_rows = -(target * numpy.log(probs + EPS)).sum(axis=1)
+    if weight is not None:
+        grad *= weight[:, None]
+        loss_rows = loss_rows * weight
+    return float(loss_rows.sum()), grad.astype("float32")
+
+
+def _renormalize(target: numpy.ndarray, fallback_column: Optional[int] = None) -> numpy.ndarray:
+    total = target.sum(axis=1, keepdims=True)
+    out = target / numpy.where(total > 0, total, 1.0)
+    if fallback_column is not None:
+        out[total[:, 0] <= 0, fallback_column] = 1.0
+    return out
+
+
+# ---------------------------------------------------------------------- NER
+def ner_distillation_loss(pipe, teacher: Teacher, examples: List[Example], logits, teacher_logits, use_gold: bool):
+    """Per token, over the BILUO tags (see the module docstring); gold-"O"
+    targets weighted by `outside_loss_weight` as in `get_loss`; summed."""
+    ops = pipe.model.ops
+    n_tags = len(pipe.tags)
+    per_label = lambda i: [biluo.tag_column(i, p) for p in (biluo.B, biluo.I, biluo.L, biluo.U)]
+    t_cols, s_cols = _teacher_columns(pipe, teacher, per_label)
+    t_cols, s_cols = numpy.concatenate([[0], t_cols]).astype("int64"), numpy.concatenate([[0], s_cols]).astype("int64")
+    student_masked = biluo.tag_mask(pipe.label_mask())
+    usable = numpy.ones(n_tags, dtype=bool) if student_masked is None else ~student_masked
+    teacher_allowed = numpy.zeros(n_tags, dtype=bool)
+    teacher_allowed[s_cols] = True
+    annotated = numpy.zeros(n_tags, dtype=bool)
+    if use_gold:
+        for label in pipe._continual.annotated:
+            if label in pipe.labels:
+                annotated[per_label(pipe.labels.index(label))] = True
+    tag_index = {tag: i for i, tag in enumerate(pipe.tags)}
+    weight_o = pipe.cfg["outside_loss_weight"]
+    loss = 0.0
+    d_logits = []
+    for eg, z, zt in zip(examples, logits, teacher_logits):
+        z = ops.to_numpy(z).astype("float32")
+        zt = ops.to_numpy(zt).astype("float32")
+        n = len(z)
+        if n == 0:
+            d_logits.append(ops.asarray(numpy.zeros_like(z)))
+            continue
+        t_allowed = numpy.zeros(zt.shape[1], dtype=bool)
+        t_allowed[t_cols] = True
+        teacher_probs = numpy.zeros((n, n_tags), dtype="float32")
+        teacher_probs[:, s_cols] = _softmax_over(zt, t_allowed)[:, t_cols]
+        gold = pipe._gold_ids(eg, tag_index) if use_gold else numpy.full((n,), -1, dtype="int64")
+        allowed = numpy.tile(teacher_allowed & usable, (n, 1))
+        target = teacher_probs.copy()
+        entity = numpy.flatnonzero(gold > 0)
+        allowed[entity] = usable
+        target[entity] = 0.0
+        target[entity, gold[entity]] = 1.0
+        outside = gold == 0
+        allowed[outside] |= annotated & usable
+        target[numpy.ix_(outside, annotated)] = 0.0
+        target[outside] = _renormalize(target[outside], fallback_column=0)
+        target *= allowed
+        weight = 1.0 - (1.0 - weight_o) * target[:, 0] * outside
+        token_loss, d = _soft_cross_entropy(z, allowed, target, weight)
+        loss += token_loss
+        d_logits.append(ops.asarray(d))
+    return loss, d_logits
+
+
+# ------------------------------------------------------------------ textcat
+def _textcat_parts(pipe, teacher: Teacher, examples, logits, teacher_logits, activate):
+    ops = pipe.model.ops
+    z = ops.to_numpy(logits).astype("float32")
+    zt = ops.to_numpy(teacher_logits).astype("float32")
+    t_cols, s_cols = _teacher_columns(pipe, teacher, lambda i: [i])
+    t_allowed = numpy.zeros(zt.shape[1], dtype=bool)
+    t_allowed[t_cols] = True
+    teacher_probs = numpy.zeros_like(z)
+    teacher_probs[:, s_cols] = activate(zt, t_allowed)[:, t_cols]
+    teacher_allowed = numpy.zeros(z.shape[1], dtype=bool)
+    teacher_allowed[s_cols] = True
+    mask = pipe.label_mask()
+    usable = numpy.ones(z.shape[1], dtype=bool) if mask is None else ~mask
+    return z, teacher_probs, teacher_allowed & usable, usable
+
+
+def exclusive_distillation_loss(pipe, teacher: Teacher, examples: List[Example], logits, teacher_logits, use_gold: bool):
+    """Per doc, over the softmax (see the module docstring); averaged."""
+    ops = pipe.model.ops
+    z, teacher_probs, teacher_allowed, usable = _textcat_parts(pipe, teacher, examples, logits, teacher_logits, _softmax_over)
+    n = len(z)
+    # Teacher term: the student's distribution over the teacher's labels.
+    keep_allowed = numpy.tile(teacher_allowed, (n, 1))
+    if not use_gold:
+        loss, d = _soft_cross_entropy(z, keep_allowed, teacher_probs * keep_allowed)
+        return loss / n, ops.asarray(d / n)
+    truths, not_missing = (ops.to_numpy(a) for a in pipe._truths(examples))
+    positive = ((truths * not_missing) >= 1.0).any(axis=1)
+    # Gold term: one-hot over every label where a label is positive; else the
+    # labels given as 0 are ruled out and the teacher fills in the rest.
+    gold_allowed = numpy.tile(usable, (n, 1))
+    gold_target = truths * not_missing
+    negative = (not_missing > 0) & ~positive[:, None]
+    filled = numpy.where(negative, 0.0, teacher_probs)
+    gold_allowed[~positive] &= teacher_allowed[None, :] | negative[~positive]
+    gold_target[~positive] = _renormalize(filled[~positive])
+    gold_target *= gold_allowed
+    loss_gold, d_gold = _soft_cross_entropy(z, gold_allowed, gold_target)
+    keep_target = numpy.where(positive[:, None], teacher_probs * keep_allowed, 0.0)
+    loss_keep, d_keep = _soft_cross_entropy(z, keep_allowed, keep_target)
+    return (loss_gold + loss_keep) / n, ops.asarray((d_gold + d_keep) / n)
+
+
+def _sigmoid(z: numpy.ndarray, allowed: numpy.ndarray) -> numpy.ndarray:
+    return numpy.where(allowed, 1.0 / (1.0 + numpy.exp(-z)), 0.0)
+
+
+def multilabel_distillation_loss(pipe, teacher: Teacher, examples: List[Example], logits, teacher_logits, use_gold: bool):
+    """Per doc and label, binary cross-entropy against the gold where
+    `doc.cats` has the label, else the teacher's probability; averaged."""
+    ops = pipe.model.ops
+    z, teacher_probs, teacher_allowed, usable = _textcat_parts(pipe, teacher, examples, logits, teacher_logits, _sigmoid)
+    n = len(z)
+    weight = numpy.tile(teacher_allowed, (n, 1)).astype("float32")
+    target = teacher_probs
+    if use_gold:
+        truths, not_missing = (ops.to_numpy(a) for a in pipe._truths(examples))
+        target = numpy.where(not_missing > 0, truths, teacher_probs)
+        weight = numpy.maximum(weight, not_missing) * usable
+    probs = 1.0 / (1.0 + numpy.exp(-z))
+    grad = (probs - target) * weight
+    loss = -(weight * (target * numpy.log(probs + EPS) + (1 - target) * numpy.log(1 - probs + EPS))).sum()
+    return float(loss) / n, ops.asarray(grad.astype("float32") / n)
+
+
+__all__ = [
+    "ContinualSettings",
+    "Teacher",
+    "exclusive_distillation_loss",
+    "make_teacher",
+    "multilabel_distillation_loss",
+    "ner_distillation_loss",
+    "rehearse",
+    "update_without_forgetting",
+]
