@@ -204,8 +204,13 @@ class TorchLabelledPipe(TrainablePipe):
         """TrainablePipe.update, or, while continuing training without
         forgetting, the gold where it annotates and the teacher elsewhere."""
         if self._continual is None:
-            return super().update(examples, drop=drop, sgd=sgd, losses=losses)
+            return self._update_from_gold(list(examples), drop=drop, sgd=sgd, losses=losses)
         return distill.update_without_forgetting(self, list(examples), drop=drop, sgd=sgd, losses=losses)
+
+    def _update_from_gold(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]]) -> Dict[str, float]:
+        """The plain update: TrainablePipe's (a component whose `get_loss`
+        does not take the model's raw output overrides it)."""
+        return super().update(examples, drop=drop, sgd=sgd, losses=losses)
 
     # --------------------------------------------------------- serialization
     def to_bytes(self, *, exclude=tuple()) -> bytes:

@@ -154,8 +154,11 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
             label for eg in examples for label, value in eg.reference.cats.items() if value > 0
         )
         self._sync_outputs()
-        # TrainablePipe.update, with the model's logits made probabilities
-        # for get_loss (which takes what predict returns).
+        return super().update(examples, drop=drop, sgd=sgd, losses=losses)
+
+    def _update_from_gold(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]]) -> Dict[str, float]:
+        """TrainablePipe.update, with the model's logits made probabilities
+        for get_loss (which takes what predict returns)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
