@@ -1085,8 +1085,9 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
 
 DEFINITIONS = """\
 * **Training**: `python -m spacy train CFG --output DIR --paths.train … --paths.dev …
-  --training.max_epochs N --training.max_steps 0 --training.patience 0` in a
-  subprocess. In spaCy 3.8 `max_steps = 0` and `patience = 0` both mean "no
+  --training.max_epochs N --training.max_steps 0 --training.patience 0
+  --system.seed S` in a subprocess, once per seed S; every score is reported
+  as the median [min–max] over the seeds that ran to the end. In spaCy 3.8 `max_steps = 0` and `patience = 0` both mean "no
   limit" (`if max_steps and step >= max_steps`, `if patience and …`), so
   exactly N epochs run. spaCy evaluates on dev only every `eval_frequency`
   steps (not at epoch ends); the harness sets `--training.eval_frequency` per
@@ -1101,6 +1102,7 @@ DEFINITIONS = """\
   for the reported scores.
 * **Test scores**: `python -m spacy evaluate MODEL test.spacy --output scores.json`
   (NER: ents_f/p/r; textcat: cats_macro_f, cats_macro_auc, cats_micro_f).
+  Main scores: ents_f; macro F (exclusive); macro AUC and macro F (multi-label).
   **Accuracy** (exclusive textcat) is computed by the harness: argmax of the
   predicted `doc.cats` against the argmax of the gold `doc.cats` over all
   test docs (predictions from `nlp.pipe` on the test texts).
