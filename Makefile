@@ -32,7 +32,7 @@ bench: install
 	$(BIN)/python bench/shim_overhead.py --threads 1 --out bench/results/full/shim_overhead.md
 	$(BIN)/python bench/run_bench.py --out bench/results --shim-overhead bench/results/full/shim_overhead.md
 
-## The scaled protocol: train/dev/test subsampled to 2000/500/1000 docs, seed 0, one torch thread.
+## A scaled protocol: train/dev/test subsampled to 2000/500/1000 docs, seed 0, one torch thread.
 bench-quick: install
 	$(BIN)/python bench/shim_overhead.py --threads 1 --quick --out bench/results/quick/shim_overhead.md
 	$(BIN)/python bench/run_bench.py --quick --threads 1 --out bench/results --shim-overhead bench/results/quick/shim_overhead.md

@@ -97,7 +97,7 @@ SPACY_NO_VECTORS = {"paths.vectors": None,
 
 # Mode defaults. Full mode: the protocol of the targets (5 epochs, every doc
 # except goemotions' train/dev caps, 3 seeds); see bench/README.md for the time
-# it takes. Quick mode: the scaled protocol measured in docs/benchmarks.md.
+# it takes. Quick mode: a scaled protocol (subsampled data, one seed).
 FULL = {
     "datasets": list(DATASETS),
     "epochs": 5,
@@ -1186,7 +1186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="the scaled protocol: train/dev/test subsampled to at most "
+                   help="a scaled protocol: train/dev/test subsampled to at most "
                         "2000/500/1000 docs, 5 epochs, seed 0 (see bench/README.md)")
     p.add_argument("--datasets", default=None,
                    help="comma-separated subset of " + ",".join(DATASETS))
@@ -1292,12 +1292,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     for ds in datasets:
         task = DATASETS[ds]
-        if a.epochs is not None:
-            epochs = a.epochs
-        elif isinstance(M["epochs"], dict):
-            epochs = M["epochs"][ds]
-        else:
-            epochs = M["epochs"]
+        epochs = a.epochs if a.epochs is not None else M["epochs"]
 
         def lim(split):
             v = getattr(a, f"{split}_limit")
