@@ -15,7 +15,6 @@ from .models.encoders import (
 from .models.ner import build_ner_tagger, build_ner_tagger_v2
 from .models.param_groups import with_param_groups
 from .models.textcat import build_textcat, build_textcat_v2
-from .models.textcat_ensemble import build_textcat_v3
 from .models.tok2vec import build_torch_tok2vec
 
 
@@ -50,4 +49,3 @@ cnn_encoder_v2 = build_cnn_encoder_v2
 bilstm_encoder_v2 = build_bilstm_encoder_v2
 torch_ner_tagger_v2 = build_ner_tagger_v2
 torch_textcat_v2 = build_textcat_v2
-torch_textcat_v3 = build_textcat_v3

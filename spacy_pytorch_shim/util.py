@@ -16,7 +16,6 @@ ARCHITECTURES = [
     "spacy-pytorch-shim.BiLSTMEncoder.v2",
     "spacy-pytorch-shim.TorchNERTagger.v2",
     "spacy-pytorch-shim.TorchTextCat.v2",
-    "spacy-pytorch-shim.TorchTextCat.v3",
 ]
 FACTORIES = ["torch_ner", "torch_textcat", "torch_textcat_multilabel"]
 
