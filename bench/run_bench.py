@@ -1,25 +1,28 @@
 #!/usr/bin/env python
-"""Benchmark harness: spaCy's built-in CPU "efficiency" pipelines against ours.
+"""Benchmark harness: spaCy's CPU pipelines against ours, two presets each.
 
-For each dataset it trains two systems for the same number of epochs on the
+For each dataset it trains four systems for the same number of epochs on the
 same data, in the same run, with the real CLI (``python -m spacy train`` in a
-subprocess):
+subprocess), once per seed (``--system.seed``):
 
-* ``spacy``: ``python -m spacy init config -l en -p <pipe> -o efficiency``
-* ``ours``:  ``configs/ner.cfg``, ``configs/textcat.cfg`` or
-  ``configs/textcat_multilabel.cfg`` from the repository (a missing config is
+* ``spacy-efficiency`` / ``spacy-accuracy``: ``python -m spacy init config -l en
+  -p <pipe> -o efficiency|accuracy`` (CPU; the accuracy preset without static
+  vectors: ``paths.vectors = null``, ``include_static_vectors = false``);
+* ``ours-efficiency`` / ``ours-accuracy``: ``configs/<task>.cfg`` and
+  ``configs/<task>_accuracy.cfg`` from the repository (a missing config is
   reported as "missing config"; the run carries on).
 
 and then measures test scores (``python -m spacy evaluate``), training and
 inference speed, peak memory (RSS) while training and while predicting, and
-model size on disk against raw parameter bytes. It writes
+model size on disk against raw parameter bytes. Scores are reported as the
+median over the seeds with their range. It writes
 ``<out>/<mode>/results.json``, ``report.md`` and ``score_vs_speed.png``.
 
 Usage (see bench/README.md for the details of every measurement)::
 
     python bench/run_bench.py --quick
-    python bench/run_bench.py                       # full mode, all 5 datasets
-    python bench/run_bench.py --datasets btc,trec6 --epochs 3
+    python bench/run_bench.py                       # full mode, all 7 datasets, 3 seeds
+    python bench/run_bench.py --datasets btc,trec6 --epochs 3 --seeds 0
 
 The parent process deliberately imports neither spaCy nor torch: all heavy
 work happens in subprocesses (``spacy train``, ``spacy evaluate`` and the
@@ -55,21 +58,27 @@ from typing import Any, Dict, List, Optional
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 
-# task -> (spaCy pipe name for `init config -p`, our config, main score key)
+# task -> spaCy pipe name for `init config -p`, our config per preset, main
+# scores (the targets are on every one of them)
 TASKS = {
-    "ner": {"pipe": "ner", "ours_cfg": "configs/ner.cfg", "main": "ents_f"},
-    "textcat": {"pipe": "textcat", "ours_cfg": "configs/textcat.cfg", "main": "accuracy"},
+    "ner": {"pipe": "ner", "main": ["ents_f"],
+            "ours_cfg": {"efficiency": "configs/ner.cfg",
+                         "accuracy": "configs/ner_accuracy.cfg"}},
+    "textcat": {"pipe": "textcat", "main": ["cats_macro_f"],
+                "ours_cfg": {"efficiency": "configs/textcat.cfg",
+                             "accuracy": "configs/textcat_accuracy.cfg"}},
     "textcat_multilabel": {
-        "pipe": "textcat_multilabel",
-        "ours_cfg": "configs/textcat_multilabel.cfg",
-        "main": "cats_macro_f",
-    },
+        "pipe": "textcat_multilabel", "main": ["cats_macro_auc", "cats_macro_f"],
+        "ours_cfg": {"efficiency": "configs/textcat_multilabel.cfg",
+                     "accuracy": "configs/textcat_multilabel_accuracy.cfg"}},
 }
 DATASETS = {
     "btc": "ner",
     "wnut17": "ner",
+    "ncbi_disease": "ner",
     "banking77": "textcat",
     "trec6": "textcat",
+    "imdb": "textcat",
     "goemotions": "textcat_multilabel",
 }
 TASK_TITLES = {
@@ -77,27 +86,37 @@ TASK_TITLES = {
     "textcat": "Text classification, mutually exclusive labels",
     "textcat_multilabel": "Text classification, multi-label",
 }
-SYSTEMS = ["spacy", "ours"]
+PRESETS = ["efficiency", "accuracy"]
+# system name -> (side, preset); the order of every table and of the plot
+SYSTEMS = {f"{side}-{preset}": (side, preset)
+           for preset in PRESETS for side in ("spacy", "ours")}
+# spaCy's accuracy preset names en_core_web_lg's vectors; the panel is scored
+# without static vectors on both sides
+SPACY_NO_VECTORS = {"paths.vectors": None,
+                    "components.tok2vec.model.embed.include_static_vectors": False}
 
-# Mode defaults. Full mode: epochs per dataset and train-set caps (None: all
-# docs). Chosen from measured spaCy timings on 2 cores, see bench/README.md.
+# Mode defaults. Full mode: the protocol of the targets (5 epochs, every doc
+# except goemotions' train/dev caps, 3 seeds); see bench/README.md for the time
+# it takes. Quick mode: a scaled protocol (subsampled data, one seed).
 FULL = {
-    "datasets": ["btc", "wnut17", "banking77", "trec6", "goemotions"],
-    "epochs": {"btc": 4, "wnut17": 5, "banking77": 3, "trec6": 5, "goemotions": 3},
+    "datasets": list(DATASETS),
+    "epochs": 5,
+    "seeds": [0, 1, 2],
     "train_limit": {"goemotions": 10000},
     "dev_limit": {"goemotions": 2000},
     "test_limit": {},
     "evals_per_epoch": 2,
-    "train_timeout": 20 * 60,
+    "train_timeout": 60 * 60,
 }
 QUICK = {
-    "datasets": ["btc", "banking77"],
-    "epochs": 1,
-    "train_limit": 1000,
+    "datasets": list(DATASETS),
+    "epochs": 5,
+    "seeds": [0],
+    "train_limit": 2000,
     "dev_limit": 500,
-    "test_limit": 500,
-    "evals_per_epoch": 4,
-    "train_timeout": 10 * 60,
+    "test_limit": 1000,
+    "evals_per_epoch": 2,
+    "train_timeout": 20 * 60,
 }
 
 T0 = time.time()
@@ -290,6 +309,26 @@ def w_prepare(a: dict) -> dict:
     return out
 
 
+def w_spacy_config(a: dict) -> dict:
+    """spaCy's own config, as `spacy init config -l en -p PIPE -o OPTIMIZE`
+    writes it (CPU), with the overrides `a["set"]` (dotted keys) applied."""
+    from spacy.cli.init_config import init_config
+    from thinc.api import Config
+
+    cfg = init_config(lang="en", pipeline=[a["pipe"]], optimize=a["optimize"], gpu=False)
+    cfg = Config(cfg)
+    for key, value in a["set"].items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise KeyError(f"{key} is not in spaCy's {a['optimize']} config for {a['pipe']}")
+        node[leaf] = value
+    cfg.to_disk(a["path"])
+    return {"path": a["path"]}
+
+
 def w_steps(a: dict) -> dict:
     """Number of optimizer steps per epoch that the config's batcher makes."""
     import spacy
@@ -424,7 +463,7 @@ def w_devscore(a: dict) -> dict:
     return res
 
 
-WORKERS = {"prepare": w_prepare, "steps": w_steps, "predict": w_predict,
+WORKERS = {"prepare": w_prepare, "spacy_config": w_spacy_config, "steps": w_steps, "predict": w_predict,
            "devscore": w_devscore}
 
 
@@ -599,9 +638,9 @@ def pick_scores(task: str, scores: dict) -> dict:
 
 
 def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: int,
-               a: argparse.Namespace, sys_dir: Path, env: dict) -> dict:
-    """Train, select, evaluate and measure one system on one dataset."""
-    res: Dict[str, Any] = {"system": system, "config": rel(cfg), "status": "ok",
+               seed: int, a: argparse.Namespace, sys_dir: Path, env: dict) -> dict:
+    """Train, select, evaluate and measure one system on one dataset with one seed."""
+    res: Dict[str, Any] = {"system": system, "seed": seed, "config": rel(cfg), "status": "ok",
                            "commands": []}
     if not cfg.exists():
         res["status"] = "missing config"
@@ -609,7 +648,8 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
         return res
     res["config_sha256"] = sha256(cfg)
     train_p, dev_p, test_p = (data[s]["path"] for s in ("train", "dev", "test"))
-    fingerprint = {"dataset": ds, "epochs": epochs, "config_sha256": res["config_sha256"],
+    fingerprint = {"dataset": ds, "epochs": epochs, "seed": seed,
+                   "config_sha256": res["config_sha256"],
                    "data": {s: [data[s]["path"], data[s]["docs"]] for s in data},
                    "batch_size": a.batch_size, "evals_per_epoch": a.evals_per_epoch,
                    "threads": a.threads,
@@ -641,7 +681,7 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
     cmd = [sys.executable, "-m", "spacy", "train", str(cfg), "--output", str(out_dir),
            "--paths.train", train_p, "--paths.dev", dev_p,
            "--training.max_epochs", str(epochs), "--training.max_steps", "0",
-           "--training.patience", "0"]
+           "--training.patience", "0", "--system.seed", str(seed)]
     if eval_freq:
         cmd += ["--training.eval_frequency", str(eval_freq)]
     timing_file = sys_dir / "timing.json"
@@ -652,7 +692,7 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
     res["timing_logger"] = wrapped
     tenv = dict(env, BENCH_TIMING_FILE=str(timing_file))
     res["commands"].append(qjoin(cmd))
-    log(f"{ds} / {system}: training {epochs} epoch(s) on {data['train']['docs']} docs"
+    log(f"{ds} / {system} / seed {seed}: training {epochs} epoch(s) on {data['train']['docs']} docs"
         f" (eval every {eval_freq or 'config'} steps) ...")
     tr = run_cmd(cmd, sys_dir / "train.log", timeout=a.train_timeout, env=tenv)
     train: Dict[str, Any] = {"wall_s": tr["wall_s"], "cpu_s": tr["cpu_s"],
@@ -752,8 +792,8 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
     res["size"] = dict(params, disk_bytes=disk,
                        disk_over_params=disk / params["param_bytes"] if params["param_bytes"] else None)
     res["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    main = TASKS[task]["main"]
-    log(f"{ds} / {system}: {main}={res['test'].get(main)}  infer wps {pr['wps']:.0f}  "
+    main = " ".join(f"{k}={fmt(res['test'].get(k))}" for k in TASKS[task]["main"])
+    log(f"{ds} / {system} / seed {seed}: {main}  infer wps {pr['wps']:.0f}  "
         f"predict RSS {pr['peak_rss_mb']:.0f} MB  disk {disk / 1e6:.1f} MB")
     cache.write_text(json.dumps(res, indent=1))
     return res
@@ -766,26 +806,6 @@ def ratio(a, b):
         return None
 
 
-def headline(task: str, systems: dict) -> dict:
-    s, o = systems.get("spacy", {}), systems.get("ours", {})
-    if s.get("status", "").startswith(("failed", "missing")) or \
-            o.get("status", "").startswith(("failed", "missing")):
-        return {}
-    main = TASKS[task]["main"]
-    g = lambda r, *ks: _get(r, *ks)  # noqa: E731
-    return {
-        "main_score": main,
-        "score": ratio(g(o, "test", main), g(s, "test", main)),
-        "infer_wps": ratio(g(o, "infer", "wps"), g(s, "infer", "wps")),
-        "train_wps": ratio(g(o, "train", "wps") or g(o, "train", "wps_wall"),
-                           g(s, "train", "wps") or g(s, "train", "wps_wall")),
-        "train_wps_wall": ratio(g(o, "train", "wps_wall"), g(s, "train", "wps_wall")),
-        "train_rss": ratio(g(o, "train", "peak_rss_mb"), g(s, "train", "peak_rss_mb")),
-        "predict_rss": ratio(g(o, "infer", "peak_rss_mb"), g(s, "infer", "peak_rss_mb")),
-        "disk": ratio(g(o, "size", "disk_bytes"), g(s, "size", "disk_bytes")),
-    }
-
-
 def _get(d, *keys):
     for k in keys:
         if not isinstance(d, dict):
@@ -794,9 +814,6 @@ def _get(d, *keys):
     return d
 
 
-# --------------------------------------------------------------------------
-# report
-# --------------------------------------------------------------------------
 def fmt(v, spec=".3f", scale=1.0):
     if v is None:
         return "–"
@@ -806,10 +823,87 @@ def fmt(v, spec=".3f", scale=1.0):
         return str(v)
 
 
+def score_keys(task: str) -> List[str]:
+    """Main scores first, then the other test scores of the task's tables."""
+    extra = {"ner": ["ents_p", "ents_r"],
+             "textcat": ["accuracy", "cats_macro_auc"],
+             "textcat_multilabel": ["cats_micro_f"]}[task]
+    return TASKS[task]["main"] + extra
+
+
+def _spread(values: List[float]) -> Optional[dict]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def summarize(task: str, runs: Dict[str, dict]) -> dict:
+    """Median and range over the seeds that ran to the end (status ok)."""
+    ok = [r for r in runs.values() if r.get("status") == "ok"]
+    out = {"seeds_ok": [r["seed"] for r in ok], "seeds": [r.get("seed") for r in runs.values()]}
+    for k in score_keys(task):
+        out[k] = _spread([_get(r, "test", k) for r in ok])
+    out["infer_wps"] = _spread([_get(r, "infer", "wps") for r in ok])
+    out["train_wps"] = _spread([_get(r, "train", "wps") or _get(r, "train", "wps_wall")
+                                for r in ok])
+    out["train_rss_mb"] = _spread([_get(r, "train", "peak_rss_mb") for r in ok])
+    out["predict_rss_mb"] = _spread([_get(r, "infer", "peak_rss_mb") for r in ok])
+    out["disk_bytes"] = _spread([_get(r, "size", "disk_bytes") for r in ok])
+    out["param_bytes"] = _spread([_get(r, "size", "param_bytes") for r in ok])
+    out["selected"] = {sel: sum(1 for r in ok if r.get("selected") == sel)
+                       for sel in {r.get("selected") for r in ok}}
+    return out
+
+
+def compare(task: str, systems: dict) -> Dict[str, dict]:
+    """Per preset: ours minus spaCy on the median of every main score (in
+    points), whether the seed ranges overlap, the inference speed ratio and
+    whether the issue's target holds (every main score +1 point; efficiency
+    also at >= 1.0x spaCy's inference words/s)."""
+    out = {}
+    for preset in PRESETS:
+        s = _get(systems, f"spacy-{preset}", "summary")
+        o = _get(systems, f"ours-{preset}", "summary")
+        if not s or not o:
+            continue
+        row: Dict[str, Any] = {"scores": {}}
+        met = True
+        for k in TASKS[task]["main"]:
+            sv, ov = s.get(k), o.get(k)
+            if not sv or not ov:
+                met = None
+                continue
+            delta = ov["median"] - sv["median"]
+            row["scores"][k] = {"delta_points": 100 * delta,
+                                "ranges_overlap": ov["min"] <= sv["max"] and sv["min"] <= ov["max"]}
+            met = met and delta >= 0.01
+        row["infer_wps_ratio"] = ratio(_get(o, "infer_wps", "median"), _get(s, "infer_wps", "median"))
+        if preset == "efficiency" and met:
+            met = row["infer_wps_ratio"] is not None and row["infer_wps_ratio"] >= 1.0
+        row["target_met"] = met
+        row["seeds"] = [len(s["seeds_ok"]), len(o["seeds_ok"])]
+        out[preset] = row
+    return out
+
+
+def fmt_spread(sp: Optional[dict], spec=".3f", scale=1.0) -> str:
+    if not sp:
+        return "–"
+    if sp["n"] == 1:
+        return fmt(sp["median"], spec, scale)
+    return (f"{fmt(sp['median'], spec, scale)} "
+            f"[{fmt(sp['min'], spec, scale)}–{fmt(sp['max'], spec, scale)}]")
+
+
+# --------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------
 def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str:
     L: List[str] = []
     mode = results["mode"]
-    L.append(f"# Benchmark: spaCy efficiency pipelines vs spacy-pytorch-shim ({mode} mode)")
+    L.append(f"# Benchmark: spaCy's efficiency and accuracy pipelines vs spacy-pytorch-shim ({mode} mode)")
     L.append("")
     L.append(f"Run {results['started']} – {results['finished']} "
              f"({results['elapsed_min']:.1f} min). Command: `{results['argv']}`")
@@ -822,49 +916,52 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
                                          if k not in ("git_commit", "git_dirty")) +
              f", git {str(v.get('git_commit'))[:10]}{' (dirty)' if v.get('git_dirty') else ''}.  ")
     st = results["settings"]
-    L.append(f"**Settings:** inference batch_size {st['batch_size']}, median of "
+    L.append(f"**Settings:** seeds {', '.join(map(str, st['seeds']))} (scores: median "
+             f"[min–max] over the seeds); inference batch_size {st['batch_size']}, median of "
              f"{st['infer_runs']} timed runs after a warm-up; threads: "
              f"{st['threads'] or 'library defaults'}; dev evaluations per epoch: "
-             f"{st['evals_per_epoch']}; train timeout {st['train_timeout']} s per system.")
+             f"{st['evals_per_epoch']}; train timeout {st['train_timeout']} s per run.")
     L.append("")
-    # headline ratios
-    L.append("## Headline ratios (ours / spaCy)")
+    # targets: ours against spaCy's preset of the same name
+    L.append("## Ours against spaCy, preset by preset")
     L.append("")
-    L.append("| dataset | task | main score | score | inference wps | train wps | train RSS | predict RSS | disk |")
+    L.append("Target: every main score of ours >= spaCy's + 1 point (median over the "
+             "seeds), and for the efficiency preset inference words/s >= 1.0x spaCy's. "
+             "\"overlap\": the two seed ranges overlap, so the difference is within the noise.")
+    L.append("")
+    L.append("| dataset | task | preset | main score | spaCy | ours | ours − spaCy (points) "
+             "| inference wps ours/spaCy | target |")
     L.append("|---|---|---|---|---|---|---|---|---|")
     for ds, d in results["datasets"].items():
-        h = d.get("ratios") or {}
-        ours_st = _get(d, "systems", "ours", "status") or "–"
-        if not h:
-            L.append(f"| {ds} | {d['task']} | {TASKS[d['task']]['main']} | "
-                     f"ours: {ours_st} | | | | | |")
-            continue
-        L.append(f"| {ds} | {d['task']} | {h['main_score']} | {fmt(h['score'], '.3f')} | "
-                 f"{fmt(h['infer_wps'], '.2f')} | {fmt(h['train_wps'], '.2f')} | "
-                 f"{fmt(h['train_rss'], '.2f')} | {fmt(h['predict_rss'], '.2f')} | "
-                 f"{fmt(h['disk'], '.2f')} |")
+        for preset, c in (d.get("compare") or {}).items():
+            for k in TASKS[d["task"]]["main"]:
+                sc = c["scores"].get(k)
+                delta = "–" if not sc else (f"{sc['delta_points']:+.1f}"
+                                            + (" (overlap)" if sc["ranges_overlap"] else ""))
+                verdict = {True: "met", False: "missed", None: "not measured"}[c["target_met"]]
+                L.append(f"| {ds} | {d['task']} | {preset} | {k} | "
+                         f"{fmt_spread(_get(d, 'systems', f'spacy-{preset}', 'summary', k))} | "
+                         f"{fmt_spread(_get(d, 'systems', f'ours-{preset}', 'summary', k))} | "
+                         f"{delta} | {fmt(c['infer_wps_ratio'], '.2f')} | {verdict} |")
     L.append("")
     if (out / "score_vs_speed.png").exists():
         L.append("![score against inference speed](score_vs_speed.png)")
         L.append("")
-    # per task tables
+    # per task tables: medians [ranges] over the seeds
+    names = {"ents_f": "ents_f", "ents_p": "ents_p", "ents_r": "ents_r",
+             "accuracy": "accuracy", "cats_macro_f": "macro F",
+             "cats_macro_auc": "macro AUC", "cats_micro_f": "micro F"}
     for task in TASKS:
         rows = [(ds, d) for ds, d in results["datasets"].items() if d["task"] == task]
         if not rows:
             continue
         L.append(f"## {TASK_TITLES[task]}")
         L.append("")
-        if task == "ner":
-            score_cols = [("ents_f", "ents_f"), ("ents_p", "ents_p"), ("ents_r", "ents_r")]
-        elif task == "textcat":
-            score_cols = [("accuracy", "accuracy"), ("cats_macro_f", "macro F"),
-                          ("cats_macro_auc", "macro AUC")]
-        else:
-            score_cols = [("cats_macro_f", "macro F"), ("cats_macro_auc", "macro AUC"),
-                          ("cats_micro_f", "micro F")]
-        head = ["dataset", "system", "status", "epochs", "train docs"] + [c[1] for c in score_cols] + [
-            "train wps", "train wps (wall)", "s/epoch", "infer wps", "train RSS MB",
-            "predict RSS MB", "disk MB", "param MB", "disk/param", "selected"]
+        keys = score_keys(task)
+        head = (["dataset", "system", "seeds ok", "epochs", "train docs"]
+                + [names[k] for k in keys]
+                + ["infer wps", "train wps", "train RSS MB", "predict RSS MB", "disk MB",
+                   "param MB", "selected"])
         L.append("| " + " | ".join(head) + " |")
         L.append("|" + "---|" * len(head))
         for ds, d in rows:
@@ -872,22 +969,33 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
                 r = d["systems"].get(sysname)
                 if r is None:
                     continue
-                tr = r.get("train", {})
-                status = r["status"] + (f" (reused, {r.get('finished')})" if r.get("reused") else "")
-                cells = [ds, sysname, status, str(d["epochs"]),
-                         str(_get(d, "data", "train", "docs"))]
-                cells += [fmt(_get(r, "test", k)) for k, _ in score_cols]
-                cells += [fmt(tr.get("wps"), ".0f"), fmt(tr.get("wps_wall"), ".0f"),
-                          fmt(tr.get("s_per_epoch") or tr.get("s_per_epoch_wall"), ".1f"),
-                          fmt(_get(r, "infer", "wps"), ".0f"),
-                          fmt(tr.get("peak_rss_mb"), ".0f"),
-                          fmt(_get(r, "infer", "peak_rss_mb"), ".0f"),
-                          fmt(_get(r, "size", "disk_bytes"), ".1f", 1e-6),
-                          fmt(_get(r, "size", "param_bytes"), ".1f", 1e-6),
-                          fmt(_get(r, "size", "disk_over_params"), ".2f"),
-                          r.get("selected", "–")]
+                sm = r["summary"]
+                cells = [ds, sysname, f"{len(sm['seeds_ok'])}/{len(sm['seeds'])}",
+                         str(d["epochs"]), str(_get(d, "data", "train", "docs"))]
+                cells += [fmt_spread(sm.get(k)) for k in keys]
+                cells += [fmt_spread(sm["infer_wps"], ".0f"), fmt_spread(sm["train_wps"], ".0f"),
+                          fmt(_get(sm, "train_rss_mb", "median"), ".0f"),
+                          fmt(_get(sm, "predict_rss_mb", "median"), ".0f"),
+                          fmt(_get(sm, "disk_bytes", "median"), ".1f", 1e-6),
+                          fmt(_get(sm, "param_bytes", "median"), ".1f", 1e-6),
+                          ", ".join(f"{k} {n}" for k, n in sorted(sm["selected"].items())) or "–"]
                 L.append("| " + " | ".join(cells) + " |")
         L.append("")
+    # every run
+    L.append("## Every run")
+    L.append("")
+    L.append("| dataset | system | seed | status | scores | infer wps | train wall s | selected |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for ds, d in results["datasets"].items():
+        for sysname, r in d["systems"].items():
+            for run in r["runs"].values():
+                status = run["status"] + (f" (reused, {run.get('finished')})" if run.get("reused") else "")
+                scores = ", ".join(f"{names[k]} {fmt(_get(run, 'test', k))}"
+                                   for k in TASKS[d["task"]]["main"])
+                L.append(f"| {ds} | {sysname} | {run.get('seed')} | {status} | {scores} | "
+                         f"{fmt(_get(run, 'infer', 'wps'), '.0f')} | "
+                         f"{fmt(_get(run, 'train', 'wall_s'), '.0f')} | {run.get('selected', '–')} |")
+    L.append("")
     # data
     L.append("## Data")
     L.append("")
@@ -912,9 +1020,9 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
         L.append(c)
     for ds, d in results["datasets"].items():
         for sysname in SYSTEMS:
-            r = d["systems"].get(sysname)
-            for c in (r or {}).get("commands", []):
-                L.append(c)
+            for run in _get(d, "systems", sysname, "runs", ) or {}:
+                for c in d["systems"][sysname]["runs"][run].get("commands", []):
+                    L.append(c)
     L.append("```")
     L.append("")
     if shim_overhead is not None:
@@ -935,11 +1043,12 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
              "process. Timings taken while the load exceeds the number of usable "
              f"cores ({m['usable_cores']}) are inflated by other processes.")
     L.append("")
-    L.append("| dataset | system | train load (start→end) | train wall s | train CPU s | predict load (start→end) |")
-    L.append("|---|---|---|---|---|---|")
+    L.append("| dataset | system | seed | train load (start→end) | train wall s | train CPU s | predict load (start→end) |")
+    L.append("|---|---|---|---|---|---|---|")
     busy = False
     for ds, d in results["datasets"].items():
-        for sysname, r in d["systems"].items():
+        for sysname, r in ((f"{s} | {run['seed']}", run) for s, sr in d["systems"].items()
+                           for run in sr["runs"].values()):
             tl = _get(r, "train", "loadavg_1min")
             pl = _get(r, "infer", "loadavg_1min")
             if not tl:
@@ -955,8 +1064,9 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
                  "and the ratios noisier than usual.")
         L.append("")
     # problems
-    probs = [(ds, s, r) for ds, d in results["datasets"].items()
-             for s, r in d["systems"].items() if r.get("status") != "ok"]
+    probs = [(ds, f"{s} / seed {r.get('seed')}", r) for ds, d in results["datasets"].items()
+             for s, sr in d["systems"].items() for r in sr["runs"].values()
+             if r.get("status") != "ok"]
     if probs:
         L.append("## Problems")
         L.append("")
@@ -975,8 +1085,9 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
 
 DEFINITIONS = """\
 * **Training**: `python -m spacy train CFG --output DIR --paths.train … --paths.dev …
-  --training.max_epochs N --training.max_steps 0 --training.patience 0` in a
-  subprocess. In spaCy 3.8 `max_steps = 0` and `patience = 0` both mean "no
+  --training.max_epochs N --training.max_steps 0 --training.patience 0
+  --system.seed S` in a subprocess, once per seed S; every score is reported
+  as the median [min–max] over the seeds that ran to the end. In spaCy 3.8 `max_steps = 0` and `patience = 0` both mean "no
   limit" (`if max_steps and step >= max_steps`, `if patience and …`), so
   exactly N epochs run. spaCy evaluates on dev only every `eval_frequency`
   steps (not at epoch ends); the harness sets `--training.eval_frequency` per
@@ -991,6 +1102,7 @@ DEFINITIONS = """\
   for the reported scores.
 * **Test scores**: `python -m spacy evaluate MODEL test.spacy --output scores.json`
   (NER: ents_f/p/r; textcat: cats_macro_f, cats_macro_auc, cats_micro_f).
+  Main scores: ents_f; macro F (exclusive); macro AUC and macro F (multi-label).
   **Accuracy** (exclusive textcat) is computed by the harness: argmax of the
   predicted `doc.cats` against the argmax of the gold `doc.cats` over all
   test docs (predictions from `nlp.pipe` on the test texts).
@@ -1021,6 +1133,8 @@ DEFINITIONS = """\
 
 
 def plot(results: dict, out: Path) -> Optional[Path]:
+    """Test score (median over the seeds, bar: range) against inference
+    words/s (median), one panel per main score of each task."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -1028,43 +1142,42 @@ def plot(results: dict, out: Path) -> Optional[Path]:
     except ImportError:
         log("matplotlib not available: no plot")
         return None
-    tasks = [t for t in TASKS if any(d["task"] == t for d in results["datasets"].values())]
-    if not tasks:
+    panels = [(t, k) for t in TASKS if any(d["task"] == t for d in results["datasets"].values())
+              for k in TASKS[t]["main"]]
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
-    markers = {"spacy": "o", "ours": "s"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
+    markers = {"spacy-efficiency": "o", "spacy-accuracy": "^",
+               "ours-efficiency": "s", "ours-accuracy": "D"}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, task in zip(axes[0], tasks):
-        main = TASKS[task]["main"]
+    for ax, (task, main) in zip(axes[0], panels):
         for i, (ds, d) in enumerate((k, v) for k, v in results["datasets"].items()
                                     if v["task"] == task):
-            pts = []
             for sysname in SYSTEMS:
-                r = d["systems"].get(sysname) or {}
-                x, y = _get(r, "infer", "wps"), _get(r, "test", main)
-                if x is None or y is None:
+                sm = _get(d, "systems", sysname, "summary") or {}
+                x, y = _get(sm, "infer_wps", "median"), sm.get(main)
+                if x is None or not y:
                     continue
-                pts.append((x, y))
-                ax.scatter([x], [y], marker=markers[sysname], s=70,
-                           color=colors[i % len(colors)],
-                           label=f"{ds} / {sysname}")
-                ax.annotate(f"{ds}/{sysname}", (x, y), textcoords="offset points",
-                            xytext=(5, 4), fontsize=8)
-            if len(pts) == 2:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], ":",
-                        color=colors[i % len(colors)], lw=1)
+                ax.errorbar([x], [y["median"]],
+                            yerr=[[y["median"] - y["min"]], [y["max"] - y["median"]]],
+                            fmt=markers[sysname], ms=7, capsize=3,
+                            color=colors[i % len(colors)],
+                            mfc="none" if sysname.startswith("spacy") else colors[i % len(colors)],
+                            label=f"{ds} / {sysname}")
         ax.set_xscale("log")
         ax.set_xlabel("inference words/second (log scale)")
         ax.set_ylabel(f"test {main}")
-        ax.set_title(TASK_TITLES[task], fontsize=10)
+        ax.set_title(f"{TASK_TITLES[task]}: {main}", fontsize=10)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.suptitle(f"Score against inference speed ({results['mode']} mode; "
-                 f"circle: spaCy, square: ours)", fontsize=10)
+            ax.legend(fontsize=6)
+    fig.suptitle(f"Score against inference speed ({results['mode']} mode, median of seeds "
+                 f"{', '.join(map(str, results['settings']['seeds']))}; bars: range). "
+                 f"spaCy hollow (o efficiency, ^ accuracy), ours filled (s efficiency, D accuracy)",
+                 fontsize=9)
     fig.tight_layout()
     path = out / "score_vs_speed.png"
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -1073,11 +1186,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="a few minutes: 1 epoch, ~1000 train / 500 dev / 500 test docs, "
-                        "btc and banking77 unless --datasets")
+                   help="a scaled protocol: train/dev/test subsampled to at most "
+                        "2000/500/1000 docs, 5 epochs, seed 0 (see bench/README.md)")
     p.add_argument("--datasets", default=None,
                    help="comma-separated subset of " + ",".join(DATASETS))
-    p.add_argument("--systems", default="spacy,ours", help="comma-separated: spacy,ours")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help="comma-separated subset of " + ",".join(SYSTEMS))
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated training seeds (--system.seed); full: 0,1,2, quick: 0")
     p.add_argument("--epochs", type=int, default=None, help="epochs for every dataset")
     p.add_argument("--out", default=str(REPO / "bench" / "results"),
                    help="results folder; the run writes to OUT/quick or OUT/full")
@@ -1104,7 +1220,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--shim-overhead", default=None,
                    help="markdown file (from bench/shim_overhead.py) to include in the report")
     p.add_argument("--ours-config-dir", default=str(REPO / "configs"),
-                   help="folder with ner.cfg, textcat.cfg, textcat_multilabel.cfg")
+                   help="folder with our presets: <task>.cfg (efficiency) and "
+                        "<task>_accuracy.cfg")
     a = p.parse_args(argv)
 
     mode = "quick" if a.quick else "full"
@@ -1117,6 +1234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for s in systems:
         if s not in SYSTEMS:
             p.error(f"unknown system {s!r}")
+    seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else list(M["seeds"])
     if a.evals_per_epoch is None:
         a.evals_per_epoch = M["evals_per_epoch"]
     if a.train_timeout is None:
@@ -1128,23 +1246,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     env = child_env(a.threads)
     data_dir = Path(a.data_dir)
     started = _dt.datetime.now(_dt.timezone.utc)
-    log(f"mode={mode} datasets={','.join(datasets)} systems={','.join(systems)} out={rel(out)}")
+    log(f"mode={mode} datasets={','.join(datasets)} systems={','.join(systems)} "
+        f"seeds={','.join(map(str, seeds))} out={rel(out)}")
 
-    # spaCy's own configs
+    # spaCy's own configs, both presets
     cfg_dir = out / "configs"
     cfg_dir.mkdir(exist_ok=True)
     init_cmds = []
     spacy_cfgs = {}
     for task in sorted({DATASETS[ds] for ds in datasets}):
         pipe = TASKS[task]["pipe"]
-        path = cfg_dir / f"spacy_{pipe}.cfg"
-        cmd = [sys.executable, "-m", "spacy", "init", "config", "-l", "en", "-p", pipe,
-               "-o", "efficiency", "-F", str(path)]
-        r = run_cmd(cmd, cfg_dir / f"init_{pipe}.log", env=env, timeout=300)
-        if r["rc"] != 0:
-            log(f"spacy init config failed for {pipe}:\n{tail(cfg_dir / f'init_{pipe}.log')}")
-        init_cmds.append(qjoin(cmd))
-        spacy_cfgs[task] = path
+        for preset in PRESETS:
+            if f"spacy-{preset}" not in systems:
+                continue
+            path = cfg_dir / f"spacy_{pipe}_{preset}.cfg"
+            overrides = SPACY_NO_VECTORS if preset == "accuracy" else {}
+            worker("spacy_config", {"pipe": pipe, "optimize": preset, "path": str(path),
+                                    "set": overrides},
+                   cfg_dir / f"init_{pipe}_{preset}.log", env, timeout=300)
+            init_cmds.append(qjoin([sys.executable, "-m", "spacy", "init", "config", "-l", "en",
+                                    "-p", pipe, "-o", preset, str(path)])
+                             + "".join(f" # then {k} = {json.dumps(val)}"
+                                       for k, val in overrides.items()))
+            spacy_cfgs[task, preset] = path
 
     results: Dict[str, Any] = {
         "mode": mode,
@@ -1154,7 +1278,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "settings": {"batch_size": a.batch_size, "infer_runs": a.infer_runs,
                      "threads": a.threads, "evals_per_epoch": a.evals_per_epoch,
                      "train_timeout": a.train_timeout, "last_check": a.last_check,
-                     "systems": systems},
+                     "systems": systems, "seeds": seeds},
         "datasets": {},
     }
     res_path = out / "results.json"
@@ -1168,12 +1292,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     for ds in datasets:
         task = DATASETS[ds]
-        if a.epochs is not None:
-            epochs = a.epochs
-        elif isinstance(M["epochs"], dict):
-            epochs = M["epochs"][ds]
-        else:
-            epochs = M["epochs"]
+        epochs = a.epochs if a.epochs is not None else M["epochs"]
 
         def lim(split):
             v = getattr(a, f"{split}_limit")
@@ -1197,20 +1316,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         entry = {"task": task, "epochs": epochs, "data": data, "systems": {}}
         results["datasets"][ds] = entry
         for sysname in systems:
-            cfg = spacy_cfgs[task] if sysname == "spacy" else \
-                Path(a.ours_config_dir) / Path(TASKS[task]["ours_cfg"]).name
-            t = time.time()
-            try:
-                r = run_system(ds, task, sysname, cfg, data, epochs, a,
-                               out / "runs" / ds / sysname, env)
-            except Exception as e:  # noqa: BLE001 - report and carry on
-                r = {"system": sysname, "config": rel(cfg),
-                     "status": f"failed: {type(e).__name__}", "error_tail": str(e)[-2000:]}
-                log(f"{ds} / {sysname}: FAILED: {e}")
-            r["total_s"] = time.time() - t
-            entry["systems"][sysname] = r
-            entry["ratios"] = headline(task, entry["systems"])
-            save()
+            side, preset = SYSTEMS[sysname]
+            cfg = spacy_cfgs[task, preset] if side == "spacy" else \
+                Path(a.ours_config_dir) / Path(TASKS[task]["ours_cfg"][preset]).name
+            sys_entry = {"config": rel(cfg), "runs": {}}
+            entry["systems"][sysname] = sys_entry
+            for seed in seeds:
+                t = time.time()
+                try:
+                    r = run_system(ds, task, sysname, cfg, data, epochs, seed, a,
+                                   out / "runs" / ds / sysname / f"seed{seed}", env)
+                except Exception as e:  # noqa: BLE001 - report and carry on
+                    r = {"system": sysname, "seed": seed, "config": rel(cfg),
+                         "status": f"failed: {type(e).__name__}", "error_tail": str(e)[-2000:]}
+                    log(f"{ds} / {sysname} / seed {seed}: FAILED: {e}")
+                r["total_s"] = time.time() - t
+                sys_entry["runs"][str(seed)] = r
+                sys_entry["summary"] = summarize(task, sys_entry["runs"])
+                entry["compare"] = compare(task, entry["systems"])
+                save()
     plot(results, out)
     save(final=True)
     shim = Path(a.shim_overhead) if a.shim_overhead else None

@@ -19,9 +19,11 @@ DATA = ROOT / "data"
 # config name -> (sample, score keys that `spacy evaluate` must report)
 CONFIG_DATA: Dict[str, tuple] = {
     "ner": ("btc-sample", ["ents_f", "ents_p", "ents_r", "ents_per_type"]),
+    "ner_accuracy": ("btc-sample", ["ents_f", "ents_p", "ents_r"]),
     "textcat": ("banking77-sample", ["cats_score", "cats_macro_auc", "cats_macro_f"]),
-    "textcat_cnn": ("banking77-sample", ["cats_score", "cats_macro_auc", "cats_macro_f"]),
-    "textcat_multilabel": ("goemotions-sample", ["cats_score", "cats_macro_auc", "cats_micro_f"]),
+    "textcat_accuracy": ("banking77-sample", ["cats_score", "cats_macro_auc", "cats_macro_f"]),
+    "textcat_multilabel": ("goemotions-sample", ["cats_macro_auc", "cats_macro_f", "cats_micro_f"]),
+    "textcat_multilabel_accuracy": ("goemotions-sample", ["cats_macro_auc", "cats_macro_f", "cats_micro_f"]),
     "ner_spacy_tok2vec": ("btc-sample", ["ents_f", "ents_p", "ents_r"]),
     "torch_tok2vec_spacy_ner": ("btc-sample", ["ents_f", "ents_p", "ents_r"]),
 }

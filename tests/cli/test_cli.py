@@ -14,9 +14,11 @@ import pytest
 
 CONFIG_NAMES = [
     "ner",
+    "ner_accuracy",
     "textcat",
-    "textcat_cnn",
+    "textcat_accuracy",
     "textcat_multilabel",
+    "textcat_multilabel_accuracy",
     "ner_spacy_tok2vec",
     "torch_tok2vec_spacy_ner",
 ]

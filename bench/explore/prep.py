@@ -1,0 +1,38 @@
+"""The subsampled panel of the exploration runs of issue 15 (docs/benchmarks.md):
+per split, shuffle with random.Random(0) and keep the first N docs; imdb64 keeps
+the first 64 tokens of each review (a short-text sentiment set). Run from the
+repo root: python bench/explore/prep.py [NAME ...]"""
+import os
+import random
+import sys
+
+import spacy
+from spacy.tokens import DocBin
+nlp = spacy.blank("en")
+D = os.environ.get("SHARED_DATA", "../shared/data")
+OUT = os.environ.get("EXPLORE_OUT", "bench/results/explore")
+spec = {  # name: (src, train, dev, test, truncate)
+ "imdb64": ("imdb", 2000, 500, 1000, 64),
+ "trec6": ("trec6", None, None, None, None),
+ "banking77": ("banking77", 3000, 1000, 1540, None),
+ "wnut17": ("wnut17", None, None, None, None),
+ "ncbi": ("ncbi_disease", 2500, 923, None, None),
+ "btc": ("btc", 3000, 1000, 1000, None),
+ "goemo": ("goemotions", 5000, 1000, 2000, None),
+}
+for name in sys.argv[1:] or spec:
+    src, *lims, trunc = spec[name]
+    for split, lim in zip(["train", "dev", "test"], lims):
+        docs = list(DocBin().from_disk(f"{D}/{src}/{split}.spacy").get_docs(nlp.vocab))
+        if lim and lim < len(docs):
+            random.Random(0).shuffle(docs); docs = docs[:lim]
+        if trunc:
+            out = []
+            for d in docs:
+                if len(d) > trunc:
+                    s = d[:trunc].as_doc(); s.cats = dict(d.cats); d = s
+                out.append(d)
+            docs = out
+        os.makedirs(f"{OUT}/data/{name}", exist_ok=True)
+        DocBin(docs=docs, store_user_data=False).to_disk(f"{OUT}/data/{name}/{split}.spacy")
+        print(name, split, len(docs), sum(len(d) for d in docs), flush=True)
