@@ -11,7 +11,7 @@ import sys
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from spacy.cli._util import Arg, Opt, init_cli
 from spacy.util import CONFIG_SECTION_ORDER, combine_score_weights
@@ -59,6 +59,14 @@ def read_preset(component: str, optimize: str) -> str:
             f"is not in this installation of spacy-pytorch-shim. Presets shipped: {listed}"
         )
     return preset_files().joinpath(presets[(component, optimize)]).read_text(encoding="utf8")
+
+
+def read_shipped(name: str) -> str:
+    """Any shipped config by name (`textcat_cnn` for configs/textcat_cnn.cfg)."""
+    names = sorted(entry.name[: -len(".cfg")] for entry in preset_files().iterdir() if entry.name.endswith(".cfg"))
+    if name not in names:
+        raise PresetError(f"No shipped config {name!r} (--shipped): choose from {', '.join(names)}")
+    return preset_files().joinpath(f"{name}.cfg").read_text(encoding="utf8")
 
 
 def normalize_component(name: str) -> str:
@@ -116,13 +124,18 @@ def init_torch_config_cli(
     optimize: str = Opt("efficiency", "--optimize", "-o", help="efficiency (faster, smaller) or accuracy (larger, slower)"),
     gpu: bool = Opt(False, "--gpu", "-G", help="For a GPU: torch and cupy share the GPU memory pool (gpu_allocator = pytorch)"),
     lang: str = Opt("en", "--lang", "-l", help="Language code of the pipeline"),
+    shipped: Optional[str] = Opt(None, "--shipped", "-s", help="Instead: write the shipped config of this name as it is (e.g. textcat_cnn; the file names of configs/ without .cfg)"),
     # fmt: on
 ):
     """Write a complete, trainable config for torch_ner, torch_textcat and
     torch_textcat_multilabel from the configs shipped with
     spacy-pytorch-shim (like `spacy init config` for spaCy's components)."""
     try:
-        text, notes = torch_config([n.strip() for n in pipeline.split(",") if n.strip()], optimize=optimize, gpu=gpu, lang=lang)
+        if shipped is not None:
+            text, notes = read_shipped(shipped), []
+        else:
+            names = [name.strip() for name in pipeline.split(",") if name.strip()]
+            text, notes = torch_config(names, optimize=optimize, gpu=gpu, lang=lang)
     except PresetError as err:
         msg.fail(str(err), exits=1)
     if notes:  # on stderr: with `-`, stdout is the config
