@@ -50,7 +50,7 @@ COMPONENTS_CONFIG = "components-config"
 MARKERS = (SKIP, FULL, FILE, CHECKOUT, COMPONENTS_CONFIG)
 SHELL = ("sh", "bash", "shell", "console")
 # Commands that only make sense in a checkout of the repository.
-REPO_TOOL = re.compile(r"^(?:\S+=\S+\s+)*(?:flock \S+\s+)?(?:make\b|\S*python\S* (?:bench|scripts)/)|(?:^|\s)\.venv/|\.\./shared/")
+REPO_TOOL = re.compile(r"^(?:\S+=\S+\s+)*(?:flock \S+\s+)?(?:make\b|\S*python\S* (?:bench|scripts)/)|(?:^|\s)\.venv(?:/|\s|$)|\.\./shared/")
 # Written by others at the same time as the user docs; links to them are
 # checked only once they exist.
 OPTIONAL_LINK_TARGETS = {"docs/benchmarks.md", "docs/experiments.md", "docs/shim-overhead.md"}
