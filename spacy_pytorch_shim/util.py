@@ -16,6 +16,7 @@ ARCHITECTURES = [
     "spacy-pytorch-shim.BiLSTMEncoder.v2",
     "spacy-pytorch-shim.TorchNERTagger.v2",
     "spacy-pytorch-shim.TorchTextCat.v2",
+    "spacy-pytorch-shim.TorchTok2Vec.v2",
 ]
 FACTORIES = ["torch_ner", "torch_textcat", "torch_textcat_multilabel"]
 

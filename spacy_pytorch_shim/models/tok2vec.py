@@ -1,10 +1,11 @@
 """Token-to-vector: hashed spaCy token attributes -> torch embeddings -> encoder."""
-from typing import List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
+from spacy.ml.staticvectors import StaticVectors
 from spacy.tokens import Doc
-from thinc.api import Model, chain, ragged2list
-from thinc.types import Floats2d
+from thinc.api import ArgsKwargs, Model, chain, ragged2list, torch2xp, tuplify, xp2torch
+from thinc.types import Floats2d, Ragged
 from torch import nn
 
 from .checks import check_size
@@ -30,14 +31,32 @@ class HashEmbedEncoder(nn.Module):
         self.encoder = encoder
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self._mix_and_encode(self._embed(ids), lengths)
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         n_tokens, n_attrs, n_hashes = ids.shape
         vectors = self.embed(ids.reshape(n_tokens * n_attrs, n_hashes))
-        vectors = vectors.reshape(n_tokens, n_attrs, self.embed.embedding_dim)
+        return vectors.reshape(n_tokens, n_attrs, self.embed.embedding_dim)
+
+    def _mix_and_encode(self, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        n_tokens, n_features, width = vectors.shape
         if self.training:
-            vectors = vectors * self.feature_dropout(vectors.new_ones(n_tokens, n_attrs, 1))
-        vectors = vectors.reshape(n_tokens, n_attrs * self.embed.embedding_dim)
-        vectors = self.norm(nn.functional.gelu(self.mix(vectors)))
+            vectors = vectors * self.feature_dropout(vectors.new_ones(n_tokens, n_features, 1))
+        vectors = self.norm(nn.functional.gelu(self.mix(vectors.reshape(n_tokens, n_features * width))))
         return self.encoder(vectors, lengths.long())
+
+
+class HashEmbedStaticEncoder(HashEmbedEncoder):
+    """HashEmbedEncoder with one more feature per token: its static vector,
+    projected to `width` outside torch (spaCy's StaticVectors), mixed in like
+    another attribute (and dropped like one in training)."""
+
+    def __init__(self, n_rows: int, n_attrs: int, width: int, encoder: nn.Module):
+        super().__init__(n_rows, n_attrs + 1, width, encoder)
+
+    def forward(self, ids: torch.Tensor, static: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        vectors = torch.cat([self._embed(ids), static.unsqueeze(1)], dim=1)
+        return self._mix_and_encode(vectors, lengths)
 
 
 def build_torch_tok2vec(
@@ -49,7 +68,41 @@ def build_torch_tok2vec(
 ) -> Model[List[Doc], List[Floats2d]]:
     """"spacy-pytorch-shim.TorchTok2Vec.v1": List[Doc] -> List[Floats2d] of
     `width` columns, usable by our heads, spaCy's components and listeners."""
-    arch = "spacy-pytorch-shim.TorchTok2Vec.v1"
+    encoder = _checked_encoder("spacy-pytorch-shim.TorchTok2Vec.v1", width, attrs, rows, encoder)
+    return _hash_embed_tok2vec(attrs, rows, width, encoder)
+
+
+def build_torch_tok2vec_v2(
+    *,
+    width: int = 96,
+    attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+    rows: List[int] = [5000, 1000, 2500, 2500],
+    encoder: Optional[nn.Module] = None,
+    include_static_vectors: bool = False,
+) -> Model[List[Doc], List[Floats2d]]:
+    """"spacy-pytorch-shim.TorchTok2Vec.v2": v1, plus, with
+    `include_static_vectors`, each token's vector from `nlp.vocab.vectors`
+    (`[initialize] vectors`, e.g. from `spacy init vectors`) as one more
+    feature, as spaCy's `include_static_vectors` adds them. The table is not
+    trained and not saved with the model (it is the vocab's); its projection
+    to `width` is."""
+    arch = "spacy-pytorch-shim.TorchTok2Vec.v2"
+    encoder = _checked_encoder(arch, width, attrs, rows, encoder)
+    if not include_static_vectors:
+        return _hash_embed_tok2vec(attrs, rows, width, encoder)
+    module = HashEmbedStaticEncoder(sum(rows), len(attrs), width, encoder)
+    wrapped = TorchWrapper(
+        module,
+        convert_inputs=_convert_ids_and_vectors,
+        convert_outputs=_convert_outputs_per_token,
+        name="torch_tok2vec_encoder",
+        nO=width,
+    )
+    features = tuplify(hashed_token_features(attrs, rows), _required_static_vectors(arch, width))
+    return _tok2vec(features, wrapped, width)
+
+
+def _checked_encoder(arch: str, width: int, attrs: List[str], rows: List[int], encoder: Optional[nn.Module]) -> nn.Module:
     check_size(arch, "width", width)
     if not attrs:
         raise ValueError(f"{arch}: `attrs` must name at least one token attribute")
@@ -63,11 +116,55 @@ def build_torch_tok2vec(
             f"The tok2vec encoder's width ({encoder_width}) must equal the tok2vec "
             f"width ({width}); set both to the same value in the config"
         )
+    return encoder
+
+
+def _hash_embed_tok2vec(attrs: List[str], rows: List[int], width: int, encoder: nn.Module) -> Model[List[Doc], List[Floats2d]]:
     module = HashEmbedEncoder(sum(rows), len(attrs), width, encoder)
-    wrapped = TorchWrapper(
-        module, convert_outputs=convert_ragged_outputs, name="torch_tok2vec_encoder", nO=width
-    )
-    model = chain(hashed_token_features(attrs, rows), wrapped, ragged2list())
+    wrapped = TorchWrapper(module, convert_outputs=convert_ragged_outputs, name="torch_tok2vec_encoder", nO=width)
+    return _tok2vec(hashed_token_features(attrs, rows), wrapped, width)
+
+
+def _tok2vec(features: Model, wrapped: Model, width: int) -> Model[List[Doc], List[Floats2d]]:
+    model = chain(features, wrapped, ragged2list())
     model.set_dim("nO", width)
     model.name = "torch_tok2vec"
     return model
+
+
+def _required_static_vectors(arch: str, width: int) -> Model[List[Doc], Ragged]:
+    """spaCy's StaticVectors (a trained projection of the vocab's vectors),
+    whose initialize fails clearly when the vocab has no vectors."""
+    vectors = StaticVectors(nO=width, dropout=None)
+
+    def init(model: Model, X: Optional[List[Doc]] = None, Y: Any = None) -> None:
+        if X is not None and len(X) and X[0].vocab.vectors.shape[0] * X[0].vocab.vectors.shape[1] == 0:
+            raise ValueError(
+                f"{arch} has include_static_vectors = true, but the pipeline's vocab has no "
+                f"vectors (nlp.vocab.vectors is empty): set [initialize] vectors to a pipeline "
+                f"with vectors or a directory written by `spacy init vectors`, or set "
+                f"include_static_vectors = false"
+            )
+        vectors.initialize(X=X)
+
+    return Model("static_vectors", lambda model, docs, is_train: vectors(docs, is_train), init=init, layers=[vectors])
+
+
+def _convert_ids_and_vectors(model: Model, X: Tuple[Ragged, Ragged], is_train: bool) -> Tuple[ArgsKwargs, Callable]:
+    """(hashed ids, projected static vectors) -> the module's (ids, static,
+    lengths); the gradient goes back to the projection only."""
+    ids, static = X
+    device = model.shims[0].device
+    static_t = xp2torch(static.dataXd, requires_grad=is_train, device=device)
+    args = (xp2torch(ids.dataXd, device=device), static_t, xp2torch(ids.lengths, device=device))
+
+    def backprop(_: Any) -> Tuple[None, Ragged]:
+        grad = static.dataXd * 0 if static_t.grad is None else torch2xp(static_t.grad, ops=model.ops)
+        return None, Ragged(grad, static.lengths)
+
+    return ArgsKwargs(args=args, kwargs={}), backprop
+
+
+def _convert_outputs_per_token(model: Model, X_Ytorch: Tuple[Tuple[Ragged, Ragged], Any], is_train: bool) -> Tuple[Ragged, Callable]:
+    (ids, _), Ytorch = X_Ytorch
+    return convert_ragged_outputs(model, (ids, Ytorch), is_train)

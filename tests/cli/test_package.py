@@ -50,17 +50,14 @@ def _has_build_frontend() -> bool:
 
 def _copy_sources(root: Path, dest: Path) -> Path:
     """The files a `pip install` of the repo needs: top-level files (setup.cfg,
-    pyproject.toml, README...) and the package. Installing from a copy keeps
+    pyproject.toml, README...), the package and configs/. Installing from a copy keeps
     setuptools' in-tree build/ and egg-info out of the working tree."""
     dest.mkdir()
     for path in root.iterdir():
         if path.is_file() and not path.name.startswith("."):
             shutil.copy2(path, dest / path.name)
-    shutil.copytree(
-        root / "spacy_pytorch_shim",
-        dest / "spacy_pytorch_shim",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    for package in ("spacy_pytorch_shim", "configs"):  # configs/: package data (setup.cfg)
+        shutil.copytree(root / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return dest
 
 

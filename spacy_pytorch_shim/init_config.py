@@ -1,0 +1,151 @@
+"""`python -m spacy init torch-config`: a complete, trainable config for our
+components, written from the configs shipped in the package (the files of the
+repository's `configs/`, installed as the package data
+`spacy_pytorch_shim.configs`), so the files and what the command writes cannot
+drift apart.
+
+Presets are found by file name: `configs/<name>.cfg` is the `efficiency`
+preset of the component `torch_<name>`, `configs/<name>_accuracy.cfg` its
+`accuracy` preset."""
+import sys
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from spacy.cli._util import Arg, Opt, init_cli
+from spacy.util import CONFIG_SECTION_ORDER, combine_score_weights
+from thinc.api import Config
+from wasabi import msg
+
+COMPONENTS = ("torch_ner", "torch_textcat", "torch_textcat_multilabel")
+OPTIMIZE = ("efficiency", "accuracy")
+GPU_ALLOCATOR = "pytorch"  # torch and cupy share one GPU memory pool
+
+
+class PresetError(ValueError):
+    pass
+
+
+def preset_name(component: str, optimize: str) -> str:
+    """The file name of a preset: `ner.cfg`, `textcat_accuracy.cfg`, ..."""
+    stem = component[len("torch_"):]
+    return f"{stem}.cfg" if optimize == "efficiency" else f"{stem}_{optimize}.cfg"
+
+
+def preset_files() -> Traversable:
+    """The folder of shipped configs: configs/ in a checkout (editable
+    install), spacy_pytorch_shim/configs/ in site-packages otherwise."""
+    return resources.files("spacy_pytorch_shim.configs")
+
+
+def available_presets() -> Dict[Tuple[str, str], str]:
+    """(component, optimize) -> file name, for every preset file shipped."""
+    shipped = {entry.name for entry in preset_files().iterdir()}
+    return {
+        (component, optimize): preset_name(component, optimize)
+        for component in COMPONENTS
+        for optimize in OPTIMIZE
+        if preset_name(component, optimize) in shipped
+    }
+
+
+def read_preset(component: str, optimize: str) -> str:
+    presets = available_presets()
+    if (component, optimize) not in presets:
+        listed = ", ".join(f"{c} ({o}: {name})" for (c, o), name in sorted(presets.items()))
+        raise PresetError(
+            f"No {optimize!r} preset for {component}: configs/{preset_name(component, optimize)} "
+            f"is not in this installation of spacy-pytorch-shim. Presets shipped: {listed}"
+        )
+    return read_shipped(presets[(component, optimize)][: -len(".cfg")])
+
+
+def read_shipped(name: str) -> str:
+    """Any shipped config by name (`textcat_cnn` for configs/textcat_cnn.cfg)."""
+    names = sorted(entry.name[: -len(".cfg")] for entry in preset_files().iterdir() if entry.name.endswith(".cfg"))
+    if name not in names:
+        raise PresetError(f"No shipped config {name!r} (--shipped): choose from {', '.join(names)}")
+    return preset_files().joinpath(f"{name}.cfg").read_text(encoding="utf8")
+
+
+def normalize_component(name: str) -> str:
+    """`ner` / `torch_ner` -> `torch_ner` (spaCy's names for the pipeline option)."""
+    full = name if name.startswith("torch_") else f"torch_{name}"
+    if full not in COMPONENTS:
+        short = ", ".join(c[len("torch_"):] for c in COMPONENTS)
+        raise PresetError(f"Unknown component {name!r} in --pipeline: choose from {short}")
+    return full
+
+
+def torch_config(pipeline: List[str], *, optimize: str = "efficiency", gpu: bool = False, lang: str = "en") -> Tuple[str, List[str]]:
+    """The config text for `pipeline` (component names) and notes on what was
+    merged. One component: its preset file as shipped (with `gpu`, the GPU
+    allocator set). Several: the first preset with the others' components
+    added, score weights combined, and [training] from the first preset."""
+    if optimize not in OPTIMIZE:
+        raise PresetError(f"--optimize must be one of {', '.join(OPTIMIZE)} (got {optimize!r})")
+    components = [normalize_component(name) for name in pipeline]
+    if not components:
+        raise PresetError("--pipeline names no component")
+    if len(set(components)) != len(components):
+        raise PresetError(f"--pipeline names a component twice: {pipeline}")
+    texts = [read_preset(component, optimize) for component in components]
+    if len(components) == 1 and not gpu and lang == "en":
+        return texts[0], []
+    configs = [Config(section_order=CONFIG_SECTION_ORDER).from_str(text, interpolate=False) for text in texts]
+    config, notes = configs[0], []
+    for component, other in zip(components[1:], configs[1:]):
+        config["nlp"]["pipeline"].append(component)
+        config["components"][component] = other["components"][component]
+        for key in ("dropout", "patience", "max_steps", "eval_frequency"):
+            if other["training"][key] != config["training"][key]:
+                notes.append(f"training.{key}: {config['training'][key]} (not {other['training'][key]} as for {component})")
+        for key, value in other["training"]["optimizer"].items():
+            if config["training"]["optimizer"].get(key) != value:
+                notes.append(
+                    f"training.optimizer.{key}: {config['training']['optimizer'].get(key)} (not {value} as for {component})"
+                )
+    if len(configs) > 1:
+        config["training"]["score_weights"] = combine_score_weights(
+            [dict(c["training"]["score_weights"]) for c in configs]
+        )
+    if gpu:
+        config["system"]["gpu_allocator"] = GPU_ALLOCATOR
+    config["nlp"]["lang"] = lang
+    return config.to_str(), notes
+
+
+@init_cli.command("torch-config")
+def init_torch_config_cli(
+    # fmt: off
+    output_file: Path = Arg(..., help="File to write the config to, or - for stdout", allow_dash=True),
+    pipeline: str = Opt("ner", "--pipeline", "-p", help="Comma-separated components: ner, textcat (exclusive classes), textcat_multilabel"),
+    optimize: str = Opt("efficiency", "--optimize", "-o", help="efficiency (faster, smaller) or accuracy (larger, slower)"),
+    gpu: bool = Opt(False, "--gpu", "-G", help="For a GPU: torch and cupy share the GPU memory pool (gpu_allocator = pytorch)"),
+    lang: str = Opt("en", "--lang", "-l", help="Language code of the pipeline"),
+    shipped: Optional[str] = Opt(None, "--shipped", "-s", help="Instead: write the shipped config of this name as it is (e.g. textcat_cnn; the file names of configs/ without .cfg)"),
+    # fmt: on
+):
+    """Write a complete, trainable config for torch_ner, torch_textcat and
+    torch_textcat_multilabel from the configs shipped with
+    spacy-pytorch-shim (like `spacy init config` for spaCy's components)."""
+    try:
+        if shipped is not None:
+            text, notes = read_shipped(shipped), []
+        else:
+            names = [name.strip() for name in pipeline.split(",") if name.strip()]
+            text, notes = torch_config(names, optimize=optimize, gpu=gpu, lang=lang)
+    except PresetError as err:
+        msg.fail(str(err), exits=1)
+    if notes:  # on stderr: with `-`, stdout is the config
+        print("Training settings differ between the presets; the first component's are used:", file=sys.stderr)
+        for note in notes:
+            print(f"  {note}", file=sys.stderr)
+    if str(output_file) == "-":
+        print(text, end="")
+    else:
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        output_file.write_text(text, encoding="utf8")
+        msg.good(f"Saved config to {output_file}", "Train it with: python -m spacy train "
+                 f"{output_file} --paths.train TRAIN.spacy --paths.dev DEV.spacy")
