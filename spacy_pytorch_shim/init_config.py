@@ -62,7 +62,7 @@ def read_preset(component: str, optimize: str) -> str:
 
 
 def read_shipped(name: str) -> str:
-    """Any shipped config by name (`textcat_cnn` for configs/textcat_cnn.cfg)."""
+    """Any shipped config by name (`ner_spacy_tok2vec` for configs/ner_spacy_tok2vec.cfg)."""
     names = sorted(entry.name[: -len(".cfg")] for entry in preset_files().iterdir() if entry.name.endswith(".cfg"))
     if name not in names:
         raise PresetError(f"No shipped config {name!r} (--shipped): choose from {', '.join(names)}")
@@ -124,7 +124,7 @@ def init_torch_config_cli(
     optimize: str = Opt("efficiency", "--optimize", "-o", help="efficiency (faster, smaller) or accuracy (larger, slower)"),
     gpu: bool = Opt(False, "--gpu", "-G", help="For a GPU: torch and cupy share the GPU memory pool (gpu_allocator = pytorch)"),
     lang: str = Opt("en", "--lang", "-l", help="Language code of the pipeline"),
-    shipped: Optional[str] = Opt(None, "--shipped", "-s", help="Instead: write the shipped config of this name as it is (e.g. textcat_cnn; the file names of configs/ without .cfg)"),
+    shipped: Optional[str] = Opt(None, "--shipped", "-s", help="Instead: write the shipped config of this name as it is (e.g. ner_spacy_tok2vec; the file names of configs/ without .cfg)"),
     # fmt: on
 ):
     """Write a complete, trainable config for torch_ner, torch_textcat and
