@@ -72,6 +72,18 @@ def stop_gradient_sync() -> None:
     _active = None
 
 
+def labels_seen_on_any_rank(labels: List[str], seen: set) -> set:
+    """The `labels` that this rank's batch (`seen`) or another rank's has: the
+    components unmask a label when its first update sees it, and the ranks
+    must unmask it at the same step, as one process over the global batch
+    does (every rank calls this in step, with the same `labels`)."""
+    if _active is None:
+        return seen
+    flags = torch.tensor([label in seen for label in labels], dtype=torch.int32)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return {label for label, flag in zip(labels, flags.tolist()) if flag}
+
+
 def set_local_share(share: float) -> None:
     """This rank's share of the current global batch (its examples / all)."""
     if _active is not None:

@@ -28,6 +28,7 @@ from ..models.serialization import (
     read_msgpack,
 )
 from ..models.torch_shim import TorchShim
+from ..parallel.sync import labels_seen_on_any_rank
 from . import distill
 
 N_INIT_EXAMPLES = 10
@@ -118,7 +119,7 @@ class TorchLabelledPipe(TrainablePipe):
     def unmask(self, labels: Iterable[str]) -> None:
         masked = self.cfg["masked_labels"]
         if masked:
-            seen = set(labels)
+            seen = labels_seen_on_any_rank(masked, set(labels))
             self.cfg["masked_labels"] = [label for label in masked if label not in seen]
 
     def label_mask(self) -> Optional[numpy.ndarray]:

@@ -1,8 +1,8 @@
 """Fixtures for the Ray tests: one local Ray instance for the session
 (`ray.init(num_cpus=2)`, stopped at the end), tiny NER and textcat pipelines
-built from the shipped configs (initialized on the samples, not trained:
-the weights are random but fixed, which is all that comparing with
-`nlp.pipe` needs), small corpora in every input format, and the reference
+built from the shipped configs (initialized on the samples and updated
+once, so that torch_ner's labels are unmasked: the weights are near-random
+but fixed, which is all that comparing with `nlp.pipe` needs), small corpora in every input format, and the reference
 annotations of one-process `nlp.pipe`."""
 from pathlib import Path
 from typing import Dict, List
@@ -40,13 +40,14 @@ def sample_docs(name: str, split: str, vocab) -> List[Doc]:
 @pytest.fixture(scope="session")
 def pipelines(tmp_path_factory) -> Dict[str, Path]:
     """{"ner": dir, "textcat": dir}: configs/ner.cfg and configs/textcat.cfg
-    initialized on 100 training docs of their sample."""
+    initialized on 100 training docs of their sample and updated once on them."""
     out = tmp_path_factory.mktemp("pipelines")
     paths = {}
     for name in SAMPLES:
         nlp = spacy.util.load_model_from_config(Config().from_disk(ROOT / "configs" / f"{name}.cfg"), auto_fill=True)
         examples = [Example(nlp.make_doc(d.text), d) for d in sample_docs(name, "train", nlp.vocab)[:100]]
         nlp.initialize(lambda: examples)
+        nlp.update(examples)
         nlp.to_disk(out / name)
         paths[name] = out / name
     return paths
