@@ -19,5 +19,7 @@ ARCHITECTURES = [
     "spacy-pytorch-shim.TorchTok2Vec.v2",
 ]
 FACTORIES = ["torch_ner", "torch_textcat", "torch_textcat_multilabel"]
+CALLBACKS = ["spacy-pytorch-shim.learn_without_forgetting.v1"]
+READERS = ["spacy-pytorch-shim.RehearsalCorpus.v1"]
 
-__all__ = ["ARCHITECTURES", "FACTORIES"]
+__all__ = ["ARCHITECTURES", "CALLBACKS", "FACTORIES", "READERS"]
