@@ -45,7 +45,7 @@ bench-shim: install
 
 ## Learning a new label without forgetting the old ones, ours against spaCy's (docs/continual-learning.md).
 bench-continual: install
-	nice -n 10 $(BIN)/python bench/continual.py --limit 3000 --test-limit 1000 --out bench/results/continual.md
+	nice -n 10 $(BIN)/python bench/continual.py --limit 3000 --test-limit 1000 --seeds 0,1,2 --out bench/results/continual.md
 
 ## A grid of config overrides on one dataset: markdown table + PNG (docs/experiments.md).
 GRID_CONFIG ?= configs/ner.cfg

@@ -1,7 +1,10 @@
 """The subsampled panel of the exploration runs of issue 15 (docs/benchmarks.md):
 per split, shuffle with random.Random(0) and keep the first N docs; imdb64 keeps
-the first 64 tokens of each review (a short-text sentiment set). Run from the
-repo root: python bench/explore/prep.py [NAME ...]"""
+the first 64 tokens of each review (a short-text sentiment set); goemo_sent is
+GoEmotions as binary sentiment (the paper's grouping of the emotions into
+positive and negative; comments with labels of both, or only ambiguous or
+neutral ones, left out): short texts, as the held-out sentiment set has. Run
+from the repo root: python bench/explore/prep.py [NAME ...]"""
 import os
 import random
 import sys
@@ -19,11 +22,30 @@ spec = {  # name: (src, train, dev, test, truncate)
  "ncbi": ("ncbi_disease", 2500, 923, None, None),
  "btc": ("btc", 3000, 1000, 1000, None),
  "goemo": ("goemotions", 5000, 1000, 2000, None),
+ "goemo_sent": ("goemotions", 8000, 1000, 2000, None),
 }
+POSITIVE = {"admiration", "amusement", "approval", "caring", "desire", "excitement", "gratitude",
+            "joy", "love", "optimism", "pride", "relief"}
+NEGATIVE = {"anger", "annoyance", "disappointment", "disapproval", "disgust", "embarrassment",
+            "fear", "grief", "nervousness", "remorse", "sadness"}
+
+
+def sentiment(docs):
+    out = []
+    for d in docs:
+        labels = {k for k, v in d.cats.items() if v > 0.5}
+        pos, neg = bool(labels & POSITIVE), bool(labels & NEGATIVE)
+        if pos != neg:
+            d.cats = {"POSITIVE": float(pos), "NEGATIVE": float(neg)}
+            out.append(d)
+    return out
+
 for name in sys.argv[1:] or spec:
     src, *lims, trunc = spec[name]
     for split, lim in zip(["train", "dev", "test"], lims):
         docs = list(DocBin().from_disk(f"{D}/{src}/{split}.spacy").get_docs(nlp.vocab))
+        if name == "goemo_sent":
+            docs = sentiment(docs)
         if lim and lim < len(docs):
             random.Random(0).shuffle(docs); docs = docs[:lim]
         if trunc:
