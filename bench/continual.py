@@ -253,7 +253,7 @@ def main() -> None:
                         help="phase-2 epochs; 12 over the ~390 new docs and their rehearsed old ones give about as "
                              "many updates as joint training's 5 over all docs (Adam moves a weight ~lr per update, "
                              "so a new class needs the updates, not only the examples)")
-    parser.add_argument("--ner-rehearsal-ratio", type=float, default=0.5, help="old text examples per new one")
+    parser.add_argument("--ner-rehearsal-ratio", type=float, default=1.0, help="old text examples per new one")
     parser.add_argument("--ner-rehearsal-gold", action="store_true", help="old NER examples keep their gold (PER, LOC)")
     parser.add_argument("--textcat-rehearsal-ratio", type=float, default=2.0, help="old gold examples per new one")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (the data split is fixed)")

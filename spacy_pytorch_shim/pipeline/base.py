@@ -182,9 +182,11 @@ class TorchLabelledPipe(TrainablePipe):
     # ------------------------------------- rehearsal and continued training
     # The teacher (distill.Teacher) and, while continuing training without
     # forgetting, its settings (distill.ContinualSettings): training state,
-    # never saved. The losses live in distill.py.
+    # never saved. Each component names its loss (one of distill.py's:
+    # pipe, teacher, examples, logits, teacher logits, use_gold -> loss, grad).
     _teacher: Optional[distill.Teacher] = None
     _continual: Optional[distill.ContinualSettings] = None
+    distillation_loss: Optional[Callable] = None
 
     @property
     def _rehearsal_model(self) -> Optional[Model]:

@@ -101,24 +101,14 @@ def _distill_update(pipe, examples: List[Example], *, drop: float, sgd, losses: 
     teacher_out = teacher.model.predict(docs)
     set_dropout_rate(model, drop)
     scores, backprop = model.begin_update(docs)
-    loss_fn = _loss_function(pipe)
-    loss, d_scores = loss_fn(pipe, teacher, examples, scores, teacher_out, use_gold)
+    if pipe.distillation_loss is None:
+        raise TypeError(f"Component '{pipe.name}' ({type(pipe).__name__}) has no distillation loss")
+    loss, d_scores = pipe.distillation_loss(pipe, teacher, examples, scores, teacher_out, use_gold)
     backprop(d_scores)
     if sgd not in (None, False):
         pipe.finish_update(sgd)
     losses[pipe.name] += loss
     return losses
-
-
-def _loss_function(pipe):
-    from .ner import TorchEntityRecognizer
-    from .textcat import TorchTextCategorizerBase
-
-    if isinstance(pipe, TorchEntityRecognizer):
-        return ner_distillation_loss
-    if isinstance(pipe, TorchTextCategorizerBase):
-        return exclusive_distillation_loss if pipe.exclusive else multilabel_distillation_loss
-    raise TypeError(f"Component '{pipe.name}' ({type(pipe).__name__}) has no distillation loss")
 
 
 # ------------------------------------------------------------------ helpers

@@ -13,7 +13,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model
 from thinc.types import Floats2d
 
-from . import biluo
+from . import biluo, distill
 from .base import TorchLabelledPipe
 
 DEFAULT_NER_MODEL = """
@@ -97,6 +97,7 @@ class TorchEntityRecognizer(TorchLabelledPipe):
     # get_loss sums over the batch's tokens (data-parallel training sums the
     # ranks' gradients as they are).
     loss_reduction = "sum"
+    distillation_loss = staticmethod(distill.ner_distillation_loss)
 
     def __init__(
         self,

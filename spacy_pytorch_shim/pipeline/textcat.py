@@ -15,6 +15,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
+from . import distill
 from .base import TorchLabelledPipe
 
 DEFAULT_TEXTCAT_MODEL = """
@@ -224,6 +225,7 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
 
     exclusive = True
     factory = "torch_textcat"
+    distillation_loss = staticmethod(distill.exclusive_distillation_loss)
 
     def __init__(
         self,
@@ -297,6 +299,7 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
 
     exclusive = False
     factory = "torch_textcat_multilabel"
+    distillation_loss = staticmethod(distill.multilabel_distillation_loss)
 
     def __init__(
         self,
