@@ -42,10 +42,6 @@ DEFAULT_MULTILABEL_MODEL = DEFAULT_TEXTCAT_MODEL.replace(
     "exclusive_classes = true", "exclusive_classes = false"
 )
 EPS = 1e-8
-# get_loss's losses: cross-entropy, or spaCy textcat's squared error of the
-# probabilities (bounded: a mislabelled or ambiguous doc pulls no harder than
-# a wrong guess, which helps on noisy labels such as sentiment's).
-LOSSES = ("cross_entropy", "squared_error")
 # spaCy's textcat score weights: cats_score drives model selection.
 SCORE_WEIGHTS = {
     "cats_score": 1.0,
@@ -67,16 +63,15 @@ SCORE_WEIGHTS = {
     default_config={
         "model": Config().from_str(DEFAULT_TEXTCAT_MODEL)["model"],
         "threshold": 0.0,
-        "loss": "cross_entropy",
         "scorer": {"@scorers": "spacy.textcat_scorer.v2"},
     },
     default_score_weights=SCORE_WEIGHTS,
 )
 def make_torch_textcat(
-    nlp: Language, name: str, model: Model[List[Doc], Floats2d], threshold: float, loss: str, scorer: Optional[Callable]
+    nlp: Language, name: str, model: Model[List[Doc], Floats2d], threshold: float, scorer: Optional[Callable]
 ) -> "TorchTextCategorizer":
     """Exclusive text classification (softmax) with a torch model."""
-    return TorchTextCategorizer(nlp.vocab, model, name, threshold=threshold, loss=loss, scorer=scorer)
+    return TorchTextCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer)
 
 
 @Language.factory(
@@ -85,16 +80,15 @@ def make_torch_textcat(
     default_config={
         "model": Config().from_str(DEFAULT_MULTILABEL_MODEL)["model"],
         "threshold": 0.5,
-        "loss": "cross_entropy",
         "scorer": {"@scorers": "spacy.textcat_multilabel_scorer.v2"},
     },
     default_score_weights=SCORE_WEIGHTS,
 )
 def make_torch_textcat_multilabel(
-    nlp: Language, name: str, model: Model[List[Doc], Floats2d], threshold: float, loss: str, scorer: Optional[Callable]
+    nlp: Language, name: str, model: Model[List[Doc], Floats2d], threshold: float, scorer: Optional[Callable]
 ) -> "TorchMultiLabelTextCategorizer":
     """Multi-label text classification (independent sigmoids) with a torch model."""
-    return TorchMultiLabelTextCategorizer(nlp.vocab, model, name, threshold=threshold, loss=loss, scorer=scorer)
+    return TorchMultiLabelTextCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer)
 
 
 class TorchTextCategorizerBase(TorchLabelledPipe):
@@ -115,11 +109,6 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
                 f"Component '{name}' ({self.factory}) needs a model with exclusive_classes = "
                 f"{str(self.exclusive).lower()}, but the model has exclusive_classes = "
                 f"{str(model_exclusive).lower()}"
-            )
-        if cfg.get("loss", "cross_entropy") not in LOSSES:
-            raise ValueError(
-                f"Component '{name}' ({self.factory}): loss must be one of "
-                f"{', '.join(repr(loss) for loss in LOSSES)}, got {cfg['loss']!r}"
             )
         super().__init__(vocab, model, name, scorer=scorer, exclusive=self.exclusive, threshold=threshold, **cfg)
 
@@ -151,10 +140,6 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
         raise NotImplementedError
 
     def _cross_entropy(self, probs: Floats2d, truths: Floats2d, not_missing: Floats2d) -> float:
-        raise NotImplementedError
-
-    def _backprop_activation(self, probs: Floats2d, d_probs: Floats2d) -> Floats2d:
-        """The gradient for the logits from one for the probabilities."""
         raise NotImplementedError
 
     def set_annotations(self, docs: Iterable[Doc], scores: Floats2d) -> None:
@@ -190,29 +175,21 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
         return losses
 
     def get_loss(self, examples: Iterable[Example], scores: Floats2d) -> Tuple[float, Floats2d]:
-        """The `loss` setting's loss of `scores` (probabilities, as `predict`
-        returns them) against the gold cats, averaged over the examples;
-        labels missing from an example's cats are not penalised, like spaCy's
-        textcat. Returns the loss and its gradient for the model's output, the
-        logits: for cross-entropy, probabilities minus truths; for the squared
-        error (halved, as its gradient is that difference), the difference
-        through the softmax's or sigmoid's Jacobian."""
+        """Cross-entropy of `scores` (probabilities, as `predict` returns them)
+        against the gold cats; labels missing from an example's cats are not
+        penalised, like spaCy's textcat. Returns the loss and its gradient for
+        the model's output, the logits (probabilities minus truths: the
+        gradient of cross-entropy through softmax or sigmoid)."""
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.get_loss")
         truths, not_missing = self._truths(examples)
         probs = self.model.ops.asarray2f(scores)
-        d_probs = (probs - truths) * not_missing
-        if self.cfg.get("loss", "cross_entropy") == "squared_error":
-            loss = 0.5 * float((d_probs**2).sum())
-            d_logits = self._backprop_activation(probs, d_probs)
-        else:
-            loss = self._cross_entropy(probs, truths, not_missing)
-            d_logits = d_probs
+        d_logits = (probs - truths) * not_missing
         mask = self.label_mask()
         if mask is not None:
             d_logits[:, self.model.ops.xp.asarray(mask)] = 0.0
         n = max(len(examples), 1)
-        return loss / n, d_logits / n
+        return self._cross_entropy(probs, truths, not_missing) / n, d_logits / n
 
     def _truths(self, examples: List[Example]):
         truths = numpy.zeros((len(examples), len(self.labels)), dtype="f")
@@ -257,10 +234,9 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
         name: str = "textcat",
         *,
         threshold: float,
-        loss: str = "cross_entropy",
         scorer: Optional[Callable] = textcat_score,
     ):
-        super().__init__(vocab, model, name, threshold=threshold, loss=loss, scorer=scorer, positive_label=None)
+        super().__init__(vocab, model, name, threshold=threshold, scorer=scorer, positive_label=None)
 
     def initialize(
         self,
@@ -290,9 +266,6 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
             logits = logits.copy()
             logits[:, self.model.ops.xp.asarray(mask)] = -self.model.ops.xp.inf
         return self.model.ops.softmax(logits, axis=-1)
-
-    def _backprop_activation(self, probs: Floats2d, d_probs: Floats2d) -> Floats2d:
-        return self.model.ops.backprop_softmax(probs, d_probs, axis=-1)
 
     def _cross_entropy(self, probs: Floats2d, truths: Floats2d, not_missing: Floats2d) -> float:
         return float(-(truths * not_missing * self.model.ops.xp.log(probs + EPS)).sum())
@@ -335,10 +308,9 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
         name: str = "textcat_multilabel",
         *,
         threshold: float,
-        loss: str = "cross_entropy",
         scorer: Optional[Callable] = textcat_multilabel_score,
     ):
-        super().__init__(vocab, model, name, threshold=threshold, loss=loss, scorer=scorer)
+        super().__init__(vocab, model, name, threshold=threshold, scorer=scorer)
 
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
         super().initialize(get_examples, nlp=nlp, labels=labels)
@@ -366,9 +338,6 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
         if mask is not None:
             probs[:, self.model.ops.xp.asarray(mask)] = 0.0
         return probs
-
-    def _backprop_activation(self, probs: Floats2d, d_probs: Floats2d) -> Floats2d:
-        return d_probs * probs * (1.0 - probs)
 
     def _cross_entropy(self, probs: Floats2d, truths: Floats2d, not_missing: Floats2d) -> float:
         xp = self.model.ops.xp

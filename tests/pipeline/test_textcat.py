@@ -215,37 +215,6 @@ def test_get_loss_takes_what_predict_returns(initialized):
     assert losses["textcat"] == pytest.approx(loss, rel=1e-5)
 
 
-@pytest.mark.parametrize("factory", ["torch_textcat", "torch_textcat_multilabel"])
-@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
-def test_loss_setting_gives_its_gradient_for_the_logits(factory, loss):
-    """`loss = "squared_error"` (spaCy textcat's loss): half the squared error
-    of the probabilities, averaged over examples; get_loss's gradient is the
-    loss's for the logits (checked by central differences), for both losses;
-    the setting is kept when the pipeline is saved; an unknown one is an
-    error naming it."""
-    nlp = spacy.blank("en")
-    pipe = nlp.add_pipe(factory, name="textcat", config={**CFG, "loss": loss})
-    egs = examples(nlp, TRAIN)
-    nlp.initialize(lambda: egs)
-    train(nlp, egs, Adam(0.01), steps=3)
-    logits = pipe.model.predict([eg.predicted for eg in egs]).astype("float64")
-    value, d_logits = pipe.get_loss(egs, pipe._activate(logits))
-    numeric = numpy.zeros_like(logits)
-    for index in numpy.ndindex(*logits.shape):
-        step = numpy.zeros_like(logits)
-        step[index] = 1e-2
-        up, _ = pipe.get_loss(egs, pipe._activate(logits + step))
-        down, _ = pipe.get_loss(egs, pipe._activate(logits - step))
-        numeric[index] = (up - down) / 2e-2
-    numpy.testing.assert_allclose(d_logits, numeric, rtol=1e-2, atol=1e-4)  # float32 probabilities
-    if loss == "squared_error":
-        truths = numpy.asarray([[cats["POS"], cats["NEG"]] for _, cats in TRAIN])
-        assert value == pytest.approx(0.5 * ((pipe._activate(logits) - truths) ** 2).sum() / len(egs), rel=1e-5)
-    assert spacy.util.load_model_from_config(nlp.config).get_pipe("textcat").cfg["loss"] == loss
-    with pytest.raises(ValueError, match="loss must be one of 'cross_entropy', 'squared_error', got 'mse'"):
-        spacy.blank("en").add_pipe(factory, config={"loss": "mse"})
-
-
 def test_positive_label_for_a_binary_exclusive_task_as_spacy():
     nlp = make_nlp()
     pipe = nlp.get_pipe("textcat")
