@@ -123,7 +123,7 @@ def run_task(task: str, args, seed: int) -> List[Dict]:
         score = ner_f
         factories = {"ours": "torch_ner", "spacy": "ner"}
         epochs1, epochs2 = args.ner_epochs, args.ner_epochs_new
-        ratio, gold_rehearsal = args.ner_rehearsal_ratio, args.ner_rehearsal_gold
+        ratio, gold_rehearsal = args.ner_rehearsal_ratio, False
     else:
         labels = sorted(train_docs[0].cats)
         rng = random.Random(0)
@@ -254,7 +254,6 @@ def main() -> None:
                              "many updates as joint training's 5 over all docs (Adam moves a weight ~lr per update, "
                              "so a new class needs the updates, not only the examples)")
     parser.add_argument("--ner-rehearsal-ratio", type=float, default=1.0, help="old text examples per new one")
-    parser.add_argument("--ner-rehearsal-gold", action="store_true", help="old NER examples keep their gold (PER, LOC)")
     parser.add_argument("--textcat-rehearsal-ratio", type=float, default=2.0, help="old gold examples per new one")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (the data split is fixed)")
     parser.add_argument("--threads", type=int, default=1)
