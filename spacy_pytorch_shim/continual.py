@@ -39,32 +39,33 @@ def learn_without_forgetting_v1(
     """
 
     def after_init(nlp: Language) -> Language:
-        pipes = {name: nlp.get_pipe(name) for name in nlp.component_names}
+        # The sourced torch components: those with a teacher.
+        students = {
+            name: pipe
+            for name, pipe in nlp.components
+            if isinstance(pipe, TorchLabelledPipe) and pipe._teacher is not None
+        }
         for setting, value in (("new_labels", new_labels), ("annotated_labels", annotated_labels)):
             for name in value:
-                pipe = pipes.get(name)
-                if not isinstance(pipe, TorchLabelledPipe) or pipe._teacher is None:
+                if name not in students:
                     raise ValueError(
                         f"learn_without_forgetting: {setting} names '{name}', which is not a "
                         f"torch component sourced from a trained pipeline (components with a "
-                        f"teacher: {[n for n, p in pipes.items() if isinstance(p, TorchLabelledPipe) and p._teacher is not None]})"
+                        f"teacher: {list(students)})"
                     )
         for name in annotated_labels:
-            if not isinstance(pipes[name], TorchEntityRecognizer):
+            if not isinstance(students[name], TorchEntityRecognizer):
                 raise ValueError(
                     f"learn_without_forgetting: annotated_labels names '{name}', a text "
                     f"classifier: which labels a doc annotates is which keys its doc.cats has"
                 )
-        students = [
-            (name, pipe) for name, pipe in pipes.items() if isinstance(pipe, TorchLabelledPipe) and pipe._teacher is not None
-        ]
         if not students:
             raise ValueError(
                 "learn_without_forgetting: no torch component has a teacher. Source the trained "
                 "components (`source = \"path/to/pipeline\"` in [components.NAME]) and leave them "
                 "out of [training] frozen_components"
             )
-        for name, pipe in students:
+        for name, pipe in students.items():
             for label in new_labels.get(name, []):
                 pipe.add_label(label)
             teacher_labels = set(pipe._teacher.known)

@@ -58,7 +58,7 @@ def read_preset(component: str, optimize: str) -> str:
             f"No {optimize!r} preset for {component}: configs/{preset_name(component, optimize)} "
             f"is not in this installation of spacy-pytorch-shim. Presets shipped: {listed}"
         )
-    return read_shipped(presets[(component, optimize)][: -len(".cfg")])
+    return preset_files().joinpath(presets[(component, optimize)]).read_text(encoding="utf8")
 
 
 def read_shipped(name: str) -> str:

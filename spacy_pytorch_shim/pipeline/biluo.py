@@ -137,7 +137,7 @@ def _viterbi_batch(log_probs: List[numpy.ndarray], trans, start, end) -> List[nu
     return [tags[i, :n] for i, n in enumerate(lengths)]
 
 
-def entity_spans(tags: numpy.ndarray, n_labels: int) -> List[Tuple[int, int, int]]:
+def entity_spans(tags: numpy.ndarray) -> List[Tuple[int, int, int]]:
     """(start, end, label index) of each entity in a valid tag id sequence."""
     inside = numpy.flatnonzero(tags > 0)
     position = (tags[inside] - 1) % len(TAGS_PER_LABEL) + 1
@@ -147,10 +147,10 @@ def entity_spans(tags: numpy.ndarray, n_labels: int) -> List[Tuple[int, int, int
     return [(int(s), int(e), int(labels[inside == s][0])) for s, e in zip(starts, ends)]
 
 
-def _forward_backward(log_probs: numpy.ndarray, n_labels: int) -> Tuple[numpy.ndarray, numpy.ndarray, float]:
-    """Forward and backward log-scores of the valid tag sequences, each scored
-    by the sum of its tags' log-probabilities, and their log-normaliser."""
-    trans, start, end = biluo_constraints(n_labels)
+def _forward_backward(log_probs: numpy.ndarray, trans, start, end) -> Tuple[numpy.ndarray, numpy.ndarray, float]:
+    """Forward and backward log-scores of the valid tag sequences (under
+    `biluo_constraints`), each scored by the sum of its tags'
+    log-probabilities, and their log-normaliser."""
     alpha = numpy.empty_like(log_probs)
     beta = numpy.empty_like(log_probs)
     alpha[0] = start + log_probs[0]
@@ -167,11 +167,11 @@ def entity_probabilities(log_probs: numpy.ndarray, tags: numpy.ndarray, n_labels
     label), under the model's distribution over *valid* tag sequences: each
     sequence scored by the product of its tags' probabilities, normalised over
     the valid ones (forward-backward). One value per `entity_spans(tags)`."""
-    spans = entity_spans(tags, n_labels)
+    spans = entity_spans(tags)
     if not spans:
         return numpy.zeros((0,), dtype="float32")
-    trans, start, _ = biluo_constraints(n_labels)
-    alpha, beta, log_z = _forward_backward(log_probs, n_labels)
+    trans, start, end = biluo_constraints(n_labels)
+    alpha, beta, log_z = _forward_backward(log_probs, trans, start, end)
     scores = []
     for s, e, _ in spans:
         first, last = tags[s], tags[e - 1]
@@ -187,7 +187,8 @@ def span_probability(
     """The probability that tokens start..end are exactly one entity of the
     label (as `entity_probabilities`), and the gradient of its log for
     `log_probs`: the tag posteriors with the span fixed minus those without."""
-    alpha, beta, log_z = _forward_backward(log_probs, n_labels)
+    constraints = biluo_constraints(n_labels)
+    alpha, beta, log_z = _forward_backward(log_probs, *constraints)
     posteriors = numpy.exp(alpha + beta - log_z)
     # The sequences with this entity: B I.. L (or U) of the label fixed on its
     # tokens (BILUO validity makes it a whole entity, not part of a longer one).
@@ -196,7 +197,7 @@ def span_probability(
     rows = numpy.arange(start, end)
     columns = span_tag_columns(start, end, label_index)
     fixed[rows, columns] = log_probs[rows, columns]
-    alpha, beta, log_z_span = _forward_backward(fixed, n_labels)
+    alpha, beta, log_z_span = _forward_backward(fixed, *constraints)
     if not numpy.isfinite(log_z_span):
         return 0.0, numpy.zeros_like(log_probs)
     return float(numpy.exp(min(log_z_span - log_z, 0.0))), numpy.exp(alpha + beta - log_z_span) - posteriors

@@ -370,7 +370,7 @@ def test_entity_probabilities_are_the_exact_marginals():
             weights[seq] = numpy.exp(sum(log_probs[t, tag] for t, tag in enumerate(seq)))
     total = sum(weights.values())
     tags = numpy.asarray([biluo.tag_column(1, biluo.B), biluo.tag_column(1, biluo.L), biluo.tag_column(0, biluo.U)])
-    spans = biluo.entity_spans(tags, n_labels)
+    spans = biluo.entity_spans(tags)
     assert spans == [(0, 2, 1), (2, 3, 0)]
     expected = []
     for s, e, _ in spans:
