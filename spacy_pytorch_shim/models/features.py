@@ -6,7 +6,7 @@ import numpy
 from spacy.attrs import intify_attr
 from spacy.tokens import Doc
 from thinc.api import Model, NumpyOps
-from thinc.types import Ints1d, Ints2d, Ragged
+from thinc.types import Ints1d, Ragged
 
 N_HASHES = 4
 
@@ -87,30 +87,29 @@ def _ngrams_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragg
     return Ragged(model.ops.asarray(ids), model.ops.asarray(lengths)), lambda d: []
 
 
-# Code points are hashed into this many rows of the character table; row 0 pads.
+# Code points are hashed into this many rows of the character table.
 CHAR_ROWS = 512
 
 
-def token_characters(max_chars: int) -> Model[List[Doc], Tuple[Ints2d, Ints1d]]:
-    """Docs -> (chars, inverse): one row of character ids (n_unique, max_chars)
-    per distinct token text of the batch, 0-padded, a longer token keeping its
-    first and last max_chars // 2 characters; and, per token, its row. A
-    character CNN then runs once per distinct text, not per token."""
+def token_characters(max_chars: int) -> Model[List[Doc], Tuple[Ragged, Ints1d]]:
+    """Docs -> (chars, inverse): the character ids of each distinct token text
+    of the batch (Ragged, one row per text; a text longer than max_chars
+    keeping its first and last max_chars // 2 characters), and, per token,
+    the index of its text. A character CNN then runs once per distinct text,
+    not per token."""
     return Model("token_characters", _characters_forward, attrs={"max_chars": max_chars})
 
 
-def _characters_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Tuple[Ints2d, Ints1d], Callable]:
+def _characters_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Tuple[Ragged, Ints1d], Callable]:
     max_chars = model.attrs["max_chars"]
     orths = [doc.to_array("ORTH") for doc in docs if len(doc)]
     keys = numpy.concatenate(orths) if orths else numpy.zeros((0,), dtype="uint64")
     unique, inverse = numpy.unique(keys, return_inverse=True)
-    chars = numpy.zeros((len(unique), max_chars), dtype="int64")
-    if len(unique):
-        strings = docs[0].vocab.strings
-        for i, key in enumerate(unique):
-            row = _char_ids(strings[int(key)], max_chars)
-            chars[i, : len(row)] = row
-    return (model.ops.asarray(chars), model.ops.asarray(inverse.astype("int64"))), lambda d: []
+    rows = [_char_ids(docs[0].vocab.strings[int(key)], max_chars) for key in unique]
+    chars = numpy.fromiter((c for row in rows for c in row), dtype="int64")
+    lengths = numpy.asarray([len(row) for row in rows], dtype="int32")
+    ops = model.ops
+    return (Ragged(ops.asarray(chars), ops.asarray(lengths)), ops.asarray(inverse.astype("int64"))), lambda d: []
 
 
 @lru_cache(maxsize=200_000)
@@ -118,4 +117,4 @@ def _char_ids(text: str, max_chars: int) -> Tuple[int, ...]:
     if len(text) > max_chars:
         half = max_chars // 2
         text = text[:half] + text[len(text) - (max_chars - half) :]
-    return tuple(1 + ord(c) % (CHAR_ROWS - 1) for c in text)
+    return tuple(ord(c) % CHAR_ROWS for c in text)

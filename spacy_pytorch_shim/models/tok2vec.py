@@ -60,17 +60,30 @@ class HashEmbedStaticEncoder(HashEmbedEncoder):
 
 
 class CharCNN(nn.Module):
-    """Each token text's character embeddings -> a 3-character convolution to
-    `width` -> max over the characters (Ma and Hovy 2016)."""
+    """Each token text's character embeddings -> a convolution over 3
+    characters to `width` -> max over the text's characters (Ma and Hovy
+    2016). The texts are laid end to end with a zero row between them (as
+    in CNNEncoder), so no compute goes to padding and a text's vector does not
+    depend on the others in the batch."""
 
     def __init__(self, char_width: int, width: int):
         super().__init__()
-        self.embed = nn.Embedding(CHAR_ROWS, char_width, padding_idx=0)
-        self.conv = nn.Conv1d(char_width, width, 3, padding=1)
+        self.embed = nn.Embedding(CHAR_ROWS, char_width)
+        self.conv = nn.Conv1d(char_width, width, 3)
 
-    def forward(self, chars: torch.Tensor) -> torch.Tensor:
-        H = self.conv(self.embed(chars).transpose(1, 2))
-        return H.masked_fill((chars == 0).unsqueeze(1), -1e4).amax(dim=2)
+    def forward(self, chars: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not len(chars):  # no tokens
+            return self.conv.weight.new_zeros((len(lengths), self.conv.out_channels))
+        lengths = lengths.long()
+        text_ids = torch.repeat_interleave(torch.arange(len(lengths), device=chars.device), lengths)
+        # Character c of text i sits after i + 1 zero rows; the convolution's
+        # first and last outputs are those of rows 1 and n_rows - 2.
+        positions = torch.arange(len(chars), device=chars.device) + text_ids + 1
+        E = self.embed(chars)
+        laid_out = E.new_zeros(len(chars) + len(lengths) + 1, E.shape[1]).index_copy(0, positions, E)
+        H = self.conv(laid_out.T.unsqueeze(0)).squeeze(0).T[positions - 1]
+        index = text_ids.unsqueeze(1).expand_as(H)
+        return H.new_zeros(len(lengths), H.shape[1]).scatter_reduce(0, index, H, reduce="amax", include_self=False)
 
 
 class HashEmbedCharEncoder(HashEmbedEncoder):
@@ -83,13 +96,10 @@ class HashEmbedCharEncoder(HashEmbedEncoder):
         self.chars = CharCNN(char_width, width)
 
     def forward(
-        self, ids: torch.Tensor, chars: torch.Tensor, inverse: torch.Tensor, lengths: torch.Tensor,
-        static: Optional[torch.Tensor] = None,
+        self, ids: torch.Tensor, chars: torch.Tensor, char_lengths: torch.Tensor, inverse: torch.Tensor,
+        lengths: torch.Tensor, static: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        if len(chars):
-            per_token = self.chars(chars)[inverse]
-        else:
-            per_token = self.chars.conv.weight.new_zeros((0, self.embed.embedding_dim))
+        per_token = self.chars(chars, char_lengths)[inverse]
         extra = [per_token] if static is None else [per_token, static]
         vectors = torch.cat([self._embed(ids)] + [x.unsqueeze(1) for x in extra], dim=1)
         return self._mix_and_encode(vectors, lengths)
@@ -238,11 +248,12 @@ def _convert_ids_and_vectors(model: Model, X: Tuple[Ragged, Ragged], is_train: b
 
 def _convert_ids_chars_and_vectors(model: Model, X: Tuple, is_train: bool) -> Tuple[ArgsKwargs, Callable]:
     """(hashed ids, (chars, inverse)[, projected static vectors]) -> the
-    module's (ids, chars, inverse, lengths[, static]); a gradient goes back
-    to the static vectors' projection only."""
+    module's (ids, chars, char lengths, inverse, lengths[, static]); a
+    gradient goes back to the static vectors' projection only."""
     ids, (chars, inverse), *static = X
     device = model.shims[0].device
-    args = [xp2torch(a, device=device) for a in (ids.dataXd, chars, inverse, ids.lengths)]
+    arrays = (ids.dataXd, chars.dataXd, chars.lengths, inverse, ids.lengths)
+    args = [xp2torch(a, device=device) for a in arrays]
     if not static:
         return ArgsKwargs(args=tuple(args), kwargs={}), lambda _: (None, None)
     static_t = xp2torch(static[0].dataXd, requires_grad=is_train, device=device)

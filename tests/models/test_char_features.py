@@ -4,13 +4,14 @@ docs apart, survives a save and load, and composes with static vectors."""
 import numpy
 import pytest
 import spacy
+import torch
 from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 
 from spacy_pytorch_shim.models.encoders import build_cnn_encoder_v2
 from spacy_pytorch_shim.models.features import CHAR_ROWS, token_characters
 from spacy_pytorch_shim.models.ner import build_ner_tagger_v2
-from spacy_pytorch_shim.models.tok2vec import build_torch_tok2vec_v3
+from spacy_pytorch_shim.models.tok2vec import CharCNN, build_torch_tok2vec_v3
 
 TEXTS = ["Alice lives in Paris", "", "Paris", "hyperbetalipoproteinemia and Alice"]
 
@@ -34,14 +35,26 @@ def char_cnn(model):
 def test_characters_once_per_distinct_text(docs):
     (chars, inverse), _ = token_characters(10).begin_update(docs)
     texts = [token.text for doc in docs for token in doc]
-    assert len(inverse) == len(texts) and len(chars) == len(set(texts))
+    assert len(inverse) == len(texts) and len(chars.lengths) == len(set(texts))
+    rows = numpy.split(chars.dataXd, numpy.cumsum(chars.lengths)[:-1])
     for text, row in zip(texts, inverse):
-        ids = chars[row]
-        if len(text) <= 10:
-            expected = [1 + ord(c) % (CHAR_ROWS - 1) for c in text]
-        else:  # "hyperbetalipoproteinemia": its first and last 5 characters
-            expected = [1 + ord(c) % (CHAR_ROWS - 1) for c in text[:5] + text[-5:]]
-        assert ids[: len(expected)].tolist() == expected and not ids[len(expected) :].any()
+        if len(text) > 10:  # "hyperbetalipoproteinemia": its first and last 5 characters
+            text = text[:5] + text[-5:]
+        assert rows[row].tolist() == [ord(c) % CHAR_ROWS for c in text]
+
+
+def test_the_char_cnn_of_a_text_is_its_own():
+    """Texts laid end to end: each text's vector is the one it gets alone,
+    and equals a padded convolution over its characters."""
+    torch.manual_seed(0)
+    cnn = CharCNN(4, 6)
+    texts = [[1, 2, 3], [4], [5, 6, 7, 8, 9]]
+    together = cnn(torch.tensor([c for t in texts for c in t]), torch.tensor([len(t) for t in texts]))
+    for text, row in zip(texts, together):
+        alone = cnn(torch.tensor(text), torch.tensor([len(text)]))[0]
+        padded = torch.nn.functional.conv1d(cnn.embed(torch.tensor(text)).T.unsqueeze(0), cnn.conv.weight, cnn.conv.bias, padding=1)
+        torch.testing.assert_close(row, alone)
+        torch.testing.assert_close(row, padded[0].amax(dim=1))
 
 
 def test_v3_gives_one_row_per_token_and_trains_the_char_cnn(docs):
