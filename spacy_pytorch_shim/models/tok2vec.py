@@ -164,7 +164,7 @@ def build_torch_tok2vec_v3(
     than `max_chars` keeps its first and last `max_chars // 2`). The hashed
     prefix and suffix see two slices of a word; the CNN sees all of its
     spelling (morphemes of disease names, misspellings): on the NER panel it
-    gained 3.8 points of ents_f on ncbi_disease (docs/benchmarks.md)."""
+    gained 3.1 points of ents_f on ncbi_disease (docs/benchmarks.md, round 3)."""
     arch = "spacy-pytorch-shim.TorchTok2Vec.v3"
     encoder = _checked_encoder(arch, width, attrs, rows, encoder)
     check_size(arch, "char_width", char_width)
