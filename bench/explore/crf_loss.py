@@ -1,6 +1,8 @@
 """Exploration prototype (issue 15): train `torch_ner` with a linear-chain
 CRF objective over the valid BILUO sequences instead of per-token
-cross-entropy. Loaded with `spacy train --code bench/explore/crf_loss.py`."""
+cross-entropy (docs/benchmarks.md, round 3: it gained on ncbi and lost on
+btc, so it is not shipped). Loaded with `spacy train --code
+bench/explore/crf_loss.py`; CRF_MIX and CRF_COST select the variants."""
 import os
 
 import numpy
@@ -67,7 +69,8 @@ def crf_get_loss(self, examples, logits):
         grad[:, :, tag_mask] = 0.0
     for i, n in enumerate(lengths):
         d_logits[i] = grad[i, :n].copy()
-        self._add_negative_span_grads(examples[i], scores[i], d_logits[i])
+        if not MIX:  # the token loss adds them itself
+            self._add_negative_span_grads(examples[i], scores[i], d_logits[i])
     if MIX:
         token_loss, d_token = _token_loss(self, examples, logits)
         d_logits = [d + self.model.ops.to_numpy(t) for d, t in zip(d_logits, d_token)]

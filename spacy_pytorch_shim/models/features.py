@@ -87,7 +87,7 @@ def _ngrams_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragg
     return Ragged(model.ops.asarray(ids), model.ops.asarray(lengths)), lambda d: []
 
 
-# Code points are hashed into this many rows of the character table.
+# Code points are taken modulo this many rows of the character table.
 CHAR_ROWS = 512
 
 

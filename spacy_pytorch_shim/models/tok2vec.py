@@ -63,8 +63,8 @@ class CharCNN(nn.Module):
     """Each token text's character embeddings -> a convolution over 3
     characters to `width` -> max over the text's characters (Ma and Hovy
     2016). The texts are laid end to end with a zero row between them (as
-    in CNNEncoder), so no compute goes to padding and a text's vector does not
-    depend on the others in the batch."""
+    CNNEncoder lays out docs): each text is convolved as if zero-padded on
+    its own, and no compute goes to padding."""
 
     def __init__(self, char_width: int, width: int):
         super().__init__()

@@ -43,8 +43,8 @@ def pipelines(tmp_path_factory) -> Dict[str, Path]:
     initialized on 100 training docs of their sample and updated 10 times on
     them. The tests compare Ray's annotations with one process's exactly,
     though batches differ (so scores differ by ~1e-6, as with any GEMM): a
-    model updated once scores many tags almost alike, and such a near tie
-    once flipped an entity."""
+    model updated once scores many tags almost alike (one run under heavy
+    load saw an entity differ, most likely such a near tie)."""
     out = tmp_path_factory.mktemp("pipelines")
     paths = {}
     for name in SAMPLES:
