@@ -28,17 +28,29 @@ class CNNEncoder(nn.Module):
     def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if not len(X) or not len(self.convs):
             return X
-        w = self.window
-        doc_ids = torch.repeat_interleave(torch.arange(len(lengths), device=X.device), lengths)
-        # Token t of doc i sits after i + 1 gaps of w rows; w more rows pad
-        # both ends so the valid convolution keeps every position.
-        positions = torch.arange(len(X), device=X.device) + w * (doc_ids + 1)
-        n_rows = len(X) + w * (len(lengths) + 1) + 2 * w
+        rows = end_to_end_rows(lengths, self.window)
         for conv, norm in zip(self.convs, self.norms):
-            laid_out = X.new_zeros(n_rows, X.shape[1]).index_copy(0, positions + w, X)
-            H = conv(laid_out.T.unsqueeze(0)).squeeze(0).T[positions]
+            H = convolve_laid_out(conv, X, rows, len(lengths), self.window)
             X = norm(X + self.dropout(nn.functional.gelu(H)))
         return X
+
+
+def end_to_end_rows(lengths: torch.Tensor, gap: int) -> torch.Tensor:
+    """The row of each item when the sequences of `lengths` are laid end to
+    end with `gap` zero rows before, between and after them: item t of
+    sequence i sits after i + 1 gaps."""
+    lengths = lengths.long()
+    sequence_ids = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
+    return torch.arange(len(sequence_ids), device=lengths.device) + gap * (sequence_ids + 1)
+
+
+def convolve_laid_out(conv: nn.Conv1d, X: torch.Tensor, rows: torch.Tensor, n_sequences: int, gap: int) -> torch.Tensor:
+    """`conv`, an unpadded convolution over 2 * gap + 1 rows, applied to the
+    rows of X laid out at `rows` (`end_to_end_rows`): each item's output is
+    the one its sequence would give zero-padded on its own, and no compute
+    goes to padding beyond the gaps."""
+    laid_out = X.new_zeros(len(X) + gap * (n_sequences + 1), X.shape[1]).index_copy(0, rows, X)
+    return conv(laid_out.T.unsqueeze(0)).squeeze(0).T[rows - gap]
 
 
 class BiLSTMEncoder(nn.Module):

@@ -10,7 +10,7 @@ from torch import nn
 
 from .checks import check_size
 from .convert import convert_ragged_outputs
-from .encoders import CNNEncoder
+from .encoders import CNNEncoder, convolve_laid_out, end_to_end_rows
 from .features import CHAR_ROWS, hashed_token_features, token_characters
 from .torch_wrapper import TorchWrapper
 
@@ -38,6 +38,11 @@ class HashEmbedEncoder(nn.Module):
         vectors = self.embed(ids.reshape(n_tokens * n_attrs, n_hashes))
         return vectors.reshape(n_tokens, n_attrs, self.embed.embedding_dim)
 
+    def _embed_with(self, ids: torch.Tensor, extra: List[torch.Tensor]) -> torch.Tensor:
+        """The attribute vectors, then each of `extra` (n_tokens, width) as
+        one more feature."""
+        return torch.cat([self._embed(ids)] + [x.unsqueeze(1) for x in extra], dim=1)
+
     def _mix_and_encode(self, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         n_tokens, n_features, width = vectors.shape
         if self.training:
@@ -55,8 +60,7 @@ class HashEmbedStaticEncoder(HashEmbedEncoder):
         super().__init__(n_rows, n_attrs + 1, width, encoder)
 
     def forward(self, ids: torch.Tensor, static: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        vectors = torch.cat([self._embed(ids), static.unsqueeze(1)], dim=1)
-        return self._mix_and_encode(vectors, lengths)
+        return self._mix_and_encode(self._embed_with(ids, [static]), lengths)
 
 
 class CharCNN(nn.Module):
@@ -74,14 +78,8 @@ class CharCNN(nn.Module):
     def forward(self, chars: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if not len(chars):  # no tokens
             return self.conv.weight.new_zeros((len(lengths), self.conv.out_channels))
-        lengths = lengths.long()
-        text_ids = torch.repeat_interleave(torch.arange(len(lengths), device=chars.device), lengths)
-        # Character c of text i sits after i + 1 zero rows; the convolution's
-        # first and last outputs are those of rows 1 and n_rows - 2.
-        positions = torch.arange(len(chars), device=chars.device) + text_ids + 1
-        E = self.embed(chars)
-        laid_out = E.new_zeros(len(chars) + len(lengths) + 1, E.shape[1]).index_copy(0, positions, E)
-        H = self.conv(laid_out.T.unsqueeze(0)).squeeze(0).T[positions - 1]
+        H = convolve_laid_out(self.conv, self.embed(chars), end_to_end_rows(lengths, 1), len(lengths), 1)
+        text_ids = torch.repeat_interleave(torch.arange(len(lengths), device=chars.device), lengths.long())
         index = text_ids.unsqueeze(1).expand_as(H)
         return H.new_zeros(len(lengths), H.shape[1]).scatter_reduce(0, index, H, reduce="amax", include_self=False)
 
@@ -101,8 +99,7 @@ class HashEmbedCharEncoder(HashEmbedEncoder):
     ) -> torch.Tensor:
         per_token = self.chars(chars, char_lengths)[inverse]
         extra = [per_token] if static is None else [per_token, static]
-        vectors = torch.cat([self._embed(ids)] + [x.unsqueeze(1) for x in extra], dim=1)
-        return self._mix_and_encode(vectors, lengths)
+        return self._mix_and_encode(self._embed_with(ids, extra), lengths)
 
 
 def build_torch_tok2vec(
@@ -240,8 +237,7 @@ def _convert_ids_and_vectors(model: Model, X: Tuple[Ragged, Ragged], is_train: b
     args = (xp2torch(ids.dataXd, device=device), static_t, xp2torch(ids.lengths, device=device))
 
     def backprop(_: Any) -> Tuple[None, Ragged]:
-        grad = static.dataXd * 0 if static_t.grad is None else torch2xp(static_t.grad, ops=model.ops)
-        return None, Ragged(grad, static.lengths)
+        return None, _static_gradient(model, static, static_t)
 
     return ArgsKwargs(args=args, kwargs={}), backprop
 
@@ -259,10 +255,16 @@ def _convert_ids_chars_and_vectors(model: Model, X: Tuple, is_train: bool) -> Tu
     static_t = xp2torch(static[0].dataXd, requires_grad=is_train, device=device)
 
     def backprop(_: Any) -> Tuple[None, None, Ragged]:
-        grad = static[0].dataXd * 0 if static_t.grad is None else torch2xp(static_t.grad, ops=model.ops)
-        return None, None, Ragged(grad, static[0].lengths)
+        return None, None, _static_gradient(model, static[0], static_t)
 
     return ArgsKwargs(args=(*args, static_t), kwargs={}), backprop
+
+
+def _static_gradient(model: Model, static: Ragged, static_t: torch.Tensor) -> Ragged:
+    """The gradient the module left on the projected static vectors (zeros
+    when it left none), for StaticVectors' backprop."""
+    grad = static.dataXd * 0 if static_t.grad is None else torch2xp(static_t.grad, ops=model.ops)
+    return Ragged(grad, static.lengths)
 
 
 def _convert_outputs_per_token(model: Model, X_Ytorch: Tuple[Tuple, Any], is_train: bool) -> Tuple[Ragged, Callable]:
