@@ -14,7 +14,7 @@ from .models.encoders import (
 )
 from .models.ner import build_ner_tagger, build_ner_tagger_v2
 from .models.param_groups import with_param_groups
-from .models.textcat import build_textcat, build_textcat_v2
+from .models.textcat import build_textcat, build_textcat_v2, build_textcat_v3
 from .models.tok2vec import build_torch_tok2vec, build_torch_tok2vec_v2, build_torch_tok2vec_v3
 
 
@@ -51,3 +51,4 @@ torch_ner_tagger_v2 = build_ner_tagger_v2
 torch_textcat_v2 = build_textcat_v2
 torch_tok2vec_v2 = build_torch_tok2vec_v2
 torch_tok2vec_v3 = build_torch_tok2vec_v3
+torch_textcat_v3 = build_textcat_v3

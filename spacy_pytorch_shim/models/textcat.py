@@ -1,14 +1,14 @@
 """Text classification: pooled token vectors plus a bag of hashed n-grams."""
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from spacy.tokens import Doc
-from thinc.api import Model, add, chain, list2ragged
+from thinc.api import ArgsKwargs, Model, add, chain, list2ragged, xp2torch
 from thinc.types import Floats2d
 from torch import nn
 
 from .checks import check_rate, check_size, tok2vec_width
-from .features import hashed_ngrams
+from .features import hashed_ngrams, hashed_ngrams_and_subwords
 from .resize import resize_output
 from .torch_wrapper import TorchWrapper
 
@@ -47,8 +47,32 @@ class BagOfNgrams(nn.Module):
         nn.init.zeros_(self.output.weight)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        offsets = torch.cumsum(lengths.long(), 0) - lengths.long()
-        return self.output(ids, offsets)
+        return self.output(ids, _offsets(lengths))
+
+
+class BagOfNgramsAndSubwords(BagOfNgrams):
+    """BagOfNgrams plus, per token, the mean of its subwords' rows of the same
+    table (fastText): a rare or misspelt word shares rows with the words it
+    looks like, and each token's subwords weigh as much as one n-gram."""
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        subwords: torch.Tensor,
+        subword_lengths: torch.Tensor,
+        inverse: torch.Tensor,
+        doc_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        weight = self.output.weight
+        per_text = nn.functional.embedding_bag(subwords, weight, _offsets(subword_lengths), mode="mean")
+        per_doc = nn.functional.embedding_bag(inverse, per_text, _offsets(doc_lengths), mode="sum")
+        return super().forward(ids, lengths) + per_doc
+
+
+def _offsets(lengths: torch.Tensor) -> torch.Tensor:
+    lengths = lengths.long()
+    return torch.cumsum(lengths, 0) - lengths
 
 
 def build_textcat(
@@ -86,6 +110,29 @@ def build_textcat_v2(
     )
 
 
+def build_textcat_v3(
+    *,
+    tok2vec: Optional[Model[List[Doc], List[Floats2d]]],
+    exclusive_classes: bool,
+    hidden_width: int = 128,
+    ngram_size: int = 1,
+    ngram_rows: int = 2**18,
+    subword_min: int = 3,
+    subword_max: int = 5,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], Floats2d]:
+    """"spacy-pytorch-shim.TorchTextCat.v3": v2 whose bag also holds each
+    token's character n-grams, subword_min..subword_max long (fastText's
+    subwords), averaged per token; it needs ngram_size >= 1."""
+    arch = "spacy-pytorch-shim.TorchTextCat.v3"
+    check_size(arch, "ngram_size", ngram_size)
+    check_size(arch, "subword_min", subword_min)
+    check_size(arch, "subword_max", subword_max, minimum=subword_min)
+    return _build_textcat(
+        arch, tok2vec, exclusive_classes, hidden_width, 0.0, ngram_size, ngram_rows, nO, (subword_min, subword_max)
+    )
+
+
 def _build_textcat(
     arch: str,
     tok2vec: Optional[Model],
@@ -95,6 +142,7 @@ def _build_textcat(
     ngram_size: int,
     ngram_rows: int,
     nO: Optional[int],
+    subwords: Optional[Tuple[int, int]] = None,
 ) -> Model[List[Doc], Floats2d]:
     check_size(arch, "hidden_width", hidden_width)
     check_rate(arch, "dropout", dropout)
@@ -117,7 +165,19 @@ def _build_textcat(
                 ),
             )
         )
-    if ngram_size:
+    if ngram_size and subwords:
+        heads.append(
+            chain(
+                hashed_ngrams_and_subwords("LOWER", ngram_size, ngram_rows, *subwords),
+                TorchWrapper(
+                    BagOfNgramsAndSubwords(ngram_rows, nO or 1),
+                    output_layer="output",
+                    convert_inputs=_convert_ngrams_and_subwords,
+                    name="torch_textcat_ngrams",
+                ),
+            )
+        )
+    elif ngram_size:
         heads.append(
             chain(
                 hashed_ngrams("LOWER", ngram_size, ngram_rows),
@@ -137,3 +197,12 @@ def _build_textcat(
     model.attrs["resize_output"] = resize_output
     model.attrs["exclusive_classes"] = exclusive_classes
     return model
+
+
+def _convert_ngrams_and_subwords(model: Model, X: Tuple, is_train: bool) -> Tuple[ArgsKwargs, Callable]:
+    """(n-gram ids, (subwords, inverse, doc lengths)) -> the module's six
+    integer arguments; nothing to backpropagate into."""
+    ngrams, (subwords, inverse, doc_lengths) = X
+    device = model.shims[0].device
+    arrays = (ngrams.dataXd, ngrams.lengths, subwords.dataXd, subwords.lengths, inverse, doc_lengths)
+    return ArgsKwargs(args=tuple(xp2torch(a, device=device) for a in arrays), kwargs={}), lambda _: (None, None)

@@ -1,0 +1,124 @@
+"""`spacy-pytorch-shim.TorchTextCat.v3`: the n-gram bag also holds each
+token's character n-grams (fastText's subwords), averaged per token, so an
+unseen word that looks like a trained one is not blank."""
+import numpy
+import pytest
+import spacy
+from spacy.strings import hash_string
+from thinc.api import Adam, fix_random_seed
+
+from spacy_pytorch_shim.models.features import hashed_ngrams, token_subwords
+from spacy_pytorch_shim.models.textcat import build_textcat_v2, build_textcat_v3
+from spacy_pytorch_shim.models.tok2vec import build_torch_tok2vec
+
+TEXTS = ["I looove it", "", "Love", "LOVE is terrible, love"]
+ROWS = 1000
+
+
+@pytest.fixture
+def docs():
+    nlp = spacy.blank("en")
+    return [nlp.make_doc(text) for text in TEXTS]
+
+
+def bag(model):
+    wrapper = next(node for node in model.walk() if node.shims)
+    return wrapper.shims[0].module
+
+
+def expected_subwords(text, min_n, max_n):
+    wrapped = f"<{text.lower()}>"
+    grams = [wrapped[i : i + n] for n in range(min_n, max_n + 1) for i in range(len(wrapped) - n + 1)]
+    return [1 + hash_string(gram) % (ROWS - 1) for gram in grams]
+
+
+def test_subwords_once_per_distinct_lowercased_text(docs):
+    (subwords, inverse, doc_lengths), _ = token_subwords("LOWER", 3, 5, ROWS).begin_update(docs)
+    tokens = [token.text for doc in docs for token in doc]
+    assert list(doc_lengths) == [len(doc) for doc in docs]
+    assert len(inverse) == len(tokens)
+    assert len(subwords.lengths) == len({token.lower() for token in tokens})
+    rows = numpy.split(subwords.dataXd, numpy.cumsum(subwords.lengths)[:-1])
+    for token, row in zip(tokens, inverse):
+        assert list(rows[row]) == expected_subwords(token, 3, 5)
+    assert subwords.dataXd.min() >= 1  # row 0 is the bag's bias
+
+
+def test_logits_are_word_rows_plus_each_tokens_mean_subword_row(docs):
+    model = build_textcat_v3(tok2vec=None, exclusive_classes=True, ngram_rows=ROWS, nO=3)
+    model.initialize(X=docs)
+    weight = bag(model).output.weight
+    weight.data.normal_()
+    table = weight.detach().numpy()
+    words, _ = hashed_ngrams("LOWER", 1, ROWS).begin_update(docs)
+    word_rows = numpy.split(words.dataXd, numpy.cumsum(words.lengths)[:-1])
+    for doc, ids, logits in zip(docs, word_rows, model.predict(docs)):
+        expected = table[ids].sum(axis=0)
+        for token in doc:
+            expected += table[expected_subwords(token.text, 3, 5)].mean(axis=0)
+        numpy.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_unseen_word_shares_what_its_look_alikes_learned(docs):
+    """Trained on "good"/"bad" words, the bag scores unseen "goood" and
+    "baaad" apart; v2's bag, which has no subwords, scores both as its bias."""
+    nlp = spacy.blank("en")
+    train = [nlp.make_doc(t) for t in ["good", "so good", "bad", "too bad"]]
+    truth = numpy.asarray([[1, 0], [1, 0], [0, 1], [0, 1]], dtype="f")
+    unseen = [nlp.make_doc("goood"), nlp.make_doc("baaad")]
+    predictions = {}
+    for build in (build_textcat_v2, build_textcat_v3):
+        fix_random_seed(0)
+        model = build(tok2vec=None, exclusive_classes=True, ngram_size=1, ngram_rows=ROWS, nO=2)
+        model.initialize(X=train)
+        optimizer = Adam(0.05)
+        for _ in range(20):
+            Y, backprop = model.begin_update(train)
+            backprop(Y - truth)
+            model.finish_update(optimizer)
+        predictions[build] = model.predict(unseen)
+    v2, v3 = predictions[build_textcat_v2], predictions[build_textcat_v3]
+    numpy.testing.assert_allclose(v2[0], v2[1])
+    assert v3[0, 0] - v3[0, 1] > 0.05 and v3[1, 1] - v3[1, 0] > 0.05
+
+
+@pytest.mark.parametrize("with_tok2vec", [False, True])
+def test_resize_keeps_outputs_and_new_label_starts_at_zero(docs, with_tok2vec):
+    """With a tok2vec the bag is added to a pooled head (Thinc's `add`, whose
+    initialization reads the input width of every branch)."""
+    tok2vec = build_torch_tok2vec(width=16, rows=[50, 50, 50, 50]) if with_tok2vec else None
+    model = build_textcat_v3(tok2vec=tok2vec, exclusive_classes=True, hidden_width=8, ngram_rows=ROWS, nO=2)
+    model.initialize(X=docs)
+    bag(model).output.weight.data.normal_()
+    old = model.predict(docs)
+    model.attrs["resize_output"](model, 3)
+    new = model.predict(docs)
+    numpy.testing.assert_allclose(new[:, :2], old, atol=1e-6)
+    numpy.testing.assert_allclose(new[:, 2], 0.0, atol=1e-6)
+
+
+def test_save_and_load_keep_predictions(docs):
+    model = build_textcat_v3(tok2vec=None, exclusive_classes=False, ngram_rows=ROWS, nO=2)
+    model.initialize(X=docs)
+    bag(model).output.weight.data.normal_()
+    loaded = build_textcat_v3(tok2vec=None, exclusive_classes=False, ngram_rows=ROWS, nO=2)
+    loaded.initialize(X=docs)
+    loaded.from_bytes(model.to_bytes())
+    numpy.testing.assert_allclose(loaded.predict(docs), model.predict(docs))
+
+
+def test_no_docs_and_empty_docs(docs):
+    model = build_textcat_v3(tok2vec=None, exclusive_classes=True, ngram_rows=ROWS, nO=2)
+    model.initialize(X=docs)
+    assert model.predict([]).shape == (0, 2)
+    empty = spacy.blank("en").make_doc("")
+    assert model.predict([empty, empty]).shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [({"subword_min": 0}, "subword_min"), ({"subword_min": 4, "subword_max": 3}, "subword_max"), ({"ngram_size": 0}, "ngram_size")],
+)
+def test_errors_name_the_argument(kwargs, key):
+    with pytest.raises(ValueError, match=f"TorchTextCat.v3: `{key}`"):
+        build_textcat_v3(tok2vec=None, exclusive_classes=True, **kwargs)
