@@ -63,7 +63,7 @@ def worker(args: argparse.Namespace) -> None:
         "training.seed": args.seed,
     }
     if args.batch_words:
-        overrides.update({"training.batcher.size.start": args.batch_words, "training.batcher.size.stop": args.batch_words})
+        overrides.update(_batch_size_overrides(args.config, args.batch_words))
     if args.plain:
         from spacy import util
         from spacy.training.initialize import init_nlp
@@ -92,6 +92,17 @@ def worker(args: argparse.Namespace) -> None:
             "dev_ents_f": scores.get("ents_f"),
         }
         args.result.write_text(json.dumps(result))
+
+
+def _batch_size_overrides(config: Path, words: int) -> Dict[str, int]:
+    """Overrides that make every global batch `words` words: a fixed
+    `[training.batcher] size` is replaced, a schedule held at `words`."""
+    from thinc.api import Config
+
+    size = Config().from_disk(config, interpolate=False)["training"]["batcher"].get("size")
+    if isinstance(size, dict):
+        return {"training.batcher.size.start": words, "training.batcher.size.stop": words}
+    return {"training.batcher.size": words}
 
 
 def run(mode: str, args: argparse.Namespace, seed: int, result: Path) -> Dict[str, Any]:
