@@ -1,5 +1,5 @@
 """Token-to-vector: hashed spaCy token attributes -> torch embeddings -> encoder."""
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from spacy.ml.staticvectors import StaticVectors
@@ -8,7 +8,7 @@ from thinc.api import ArgsKwargs, Model, chain, ragged2list, torch2xp, tuplify, 
 from thinc.types import Floats2d, Ragged
 from torch import nn
 
-from .checks import check_size
+from .checks import check_rate, check_size
 from .convert import convert_ragged_outputs
 from .encoders import CNNEncoder, convolve_laid_out, end_to_end_rows
 from .features import CHAR_ROWS, hashed_token_features, token_characters
@@ -19,11 +19,18 @@ class HashEmbedEncoder(nn.Module):
     """Sum four hashed rows per attribute, mix the attributes to `width`,
     then contextualise with `encoder` over each doc. In training, whole
     attribute vectors are dropped per token (at the caller's dropout rate), so
-    the model cannot lean on memorised words alone."""
+    the model cannot lean on memorised words alone. `word_features` (indices
+    among the features) are dropped together per token with probability at
+    least `word_dropout`: the word dropout of TorchTok2Vec.v4."""
 
-    def __init__(self, n_rows: int, n_attrs: int, width: int, encoder: nn.Module):
+    def __init__(
+        self, n_rows: int, n_attrs: int, width: int, encoder: nn.Module,
+        word_features: Sequence[int] = (), word_dropout: float = 0.0,
+    ):
         super().__init__()
         self.feature_dropout = nn.Dropout(0.1)
+        self.word_features = list(word_features)
+        self.word_dropout = word_dropout
         self.embed = nn.EmbeddingBag(n_rows, width, mode="sum")
         nn.init.normal_(self.embed.weight, std=0.1)
         self.mix = nn.Linear(n_attrs * width, width)
@@ -46,7 +53,12 @@ class HashEmbedEncoder(nn.Module):
     def _mix_and_encode(self, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         n_tokens, n_features, width = vectors.shape
         if self.training:
-            vectors = vectors * self.feature_dropout(vectors.new_ones(n_tokens, n_features, 1))
+            keep = self.feature_dropout(vectors.new_ones(n_tokens, n_features, 1))
+            if self.word_features and self.word_dropout:
+                rate = max(self.word_dropout, self.feature_dropout.p)
+                keep_word = nn.functional.dropout(vectors.new_ones(n_tokens, 1, 1), rate)
+                keep[:, self.word_features] = keep_word.expand(-1, len(self.word_features), -1)
+            vectors = vectors * keep
         vectors = self.norm(nn.functional.gelu(self.mix(vectors.reshape(n_tokens, n_features * width))))
         return self.encoder(vectors, lengths.long())
 
@@ -89,8 +101,11 @@ class HashEmbedCharEncoder(HashEmbedEncoder):
     text, and, with `static`, the token's projected static vector: mixed in
     (and dropped in training) like the attributes."""
 
-    def __init__(self, n_rows: int, n_attrs: int, width: int, encoder: nn.Module, char_width: int, static: bool):
-        super().__init__(n_rows, n_attrs + 1 + int(static), width, encoder)
+    def __init__(
+        self, n_rows: int, n_attrs: int, width: int, encoder: nn.Module, char_width: int, static: bool,
+        word_features: Sequence[int] = (), word_dropout: float = 0.0,
+    ):
+        super().__init__(n_rows, n_attrs + 1 + int(static), width, encoder, word_features, word_dropout)
         self.chars = CharCNN(char_width, width)
 
     def forward(
@@ -162,11 +177,55 @@ def build_torch_tok2vec_v3(
     prefix and suffix see two slices of a word; the CNN sees all of its
     spelling (morphemes of disease names, misspellings): on the NER panel it
     gained 3.1 points of ents_f on ncbi_disease (docs/benchmarks.md, round 3)."""
-    arch = "spacy-pytorch-shim.TorchTok2Vec.v3"
+    return _char_tok2vec(
+        "spacy-pytorch-shim.TorchTok2Vec.v3", width, attrs, rows, encoder, include_static_vectors, char_width, max_chars, 0.0
+    )
+
+
+# Attributes whose value is the whole word: v4's word dropout drops them.
+WORD_ATTRS = ("ORTH", "LOWER", "NORM", "LEMMA")
+
+
+def build_torch_tok2vec_v4(
+    *,
+    width: int = 96,
+    attrs: List[str] = ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+    rows: List[int] = [5000, 1000, 2500, 2500],
+    encoder: Optional[nn.Module] = None,
+    include_static_vectors: bool = False,
+    char_width: int = 32,
+    max_chars: int = 20,
+    word_dropout: float = 0.3,
+) -> Model[List[Doc], List[Floats2d]]:
+    """"spacy-pytorch-shim.TorchTok2Vec.v4": v3 plus word dropout (Lample et
+    al. 2016's training for unknown words): in training, each token's
+    whole-word attributes (ORTH, LOWER, NORM, LEMMA among `attrs`) are
+    dropped together with probability `word_dropout` (or the caller's
+    dropout rate, if higher), so the model learns to tag a word from its
+    spelling, shape and context, as it must for the words it has not seen.
+    On the NER panel 0.3, set before measuring, gained on all three sets
+    (docs/benchmarks.md, round 7). `word_dropout = 0` builds v3."""
+    arch = "spacy-pytorch-shim.TorchTok2Vec.v4"
+    check_rate(arch, "word_dropout", word_dropout)
+    if word_dropout and not any(attr.upper() in WORD_ATTRS for attr in attrs):
+        raise ValueError(
+            f"{arch}: `word_dropout` ({word_dropout}) drops the whole-word attributes "
+            f"({', '.join(WORD_ATTRS)}), but `attrs` ({list(attrs)}) has none; add one or set word_dropout = 0"
+        )
+    return _char_tok2vec(arch, width, attrs, rows, encoder, include_static_vectors, char_width, max_chars, word_dropout)
+
+
+def _char_tok2vec(
+    arch: str, width: int, attrs: List[str], rows: List[int], encoder: Optional[nn.Module],
+    include_static_vectors: bool, char_width: int, max_chars: int, word_dropout: float,
+) -> Model[List[Doc], List[Floats2d]]:
     encoder = _checked_encoder(arch, width, attrs, rows, encoder)
     check_size(arch, "char_width", char_width)
     check_size(arch, "max_chars", max_chars, minimum=2)
-    module = HashEmbedCharEncoder(sum(rows), len(attrs), width, encoder, char_width, include_static_vectors)
+    word_features = [i for i, attr in enumerate(attrs) if attr.upper() in WORD_ATTRS]
+    module = HashEmbedCharEncoder(
+        sum(rows), len(attrs), width, encoder, char_width, include_static_vectors, word_features, word_dropout
+    )
     wrapped = TorchWrapper(
         module,
         convert_inputs=_convert_ids_chars_and_vectors,

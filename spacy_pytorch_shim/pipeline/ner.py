@@ -22,12 +22,13 @@ DEFAULT_NER_MODEL = """
 hidden_width = 128
 
 [model.tok2vec]
-@architectures = "spacy-pytorch-shim.TorchTok2Vec.v3"
+@architectures = "spacy-pytorch-shim.TorchTok2Vec.v4"
 width = 128
 attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
 rows = [10000, 2000, 5000, 5000]
 char_width = 32
 max_chars = 20
+word_dropout = 0.3
 
 [model.tok2vec.encoder]
 @architectures = "spacy-pytorch-shim.CNNEncoder.v2"
