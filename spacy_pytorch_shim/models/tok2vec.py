@@ -21,7 +21,8 @@ class HashEmbedEncoder(nn.Module):
     attribute vectors are dropped per token (at the caller's dropout rate), so
     the model cannot lean on memorised words alone. `word_features` (indices
     among the features) are dropped together per token with probability at
-    least `word_dropout`: the word dropout of TorchTok2Vec.v4."""
+    least `word_dropout`, the word dropout of TorchTok2Vec.v4, unless the
+    caller's rate is 0: then nothing is dropped."""
 
     def __init__(
         self, n_rows: int, n_attrs: int, width: int, encoder: nn.Module,
@@ -54,8 +55,9 @@ class HashEmbedEncoder(nn.Module):
         n_tokens, n_features, width = vectors.shape
         if self.training:
             keep = self.feature_dropout(vectors.new_ones(n_tokens, n_features, 1))
-            if self.word_features and self.word_dropout:
-                rate = max(self.word_dropout, self.feature_dropout.p)
+            caller_rate = self.feature_dropout.p
+            if self.word_features and self.word_dropout and caller_rate:
+                rate = max(self.word_dropout, caller_rate)
                 keep_word = nn.functional.dropout(vectors.new_ones(n_tokens, 1, 1), rate)
                 keep[:, self.word_features] = keep_word.expand(-1, len(self.word_features), -1)
             vectors = vectors * keep
@@ -201,7 +203,7 @@ def build_torch_tok2vec_v4(
     al. 2016's training for unknown words): in training, each token's
     whole-word attributes (ORTH, LOWER, NORM, LEMMA among `attrs`) are
     dropped together with probability `word_dropout` (or the caller's
-    dropout rate, if higher), so the model learns to tag a word from its
+    dropout rate, if higher; a rate of 0 drops nothing), so the model learns to tag a word from its
     spelling, shape and context, as it must for the words it has not seen.
     On the NER panel 0.3, set before measuring, gained on all three sets
     (docs/benchmarks.md, round 7). `word_dropout = 0` builds v3."""

@@ -1,6 +1,7 @@
 """`spacy-pytorch-shim.TorchTok2Vec.v4`: v3 plus word dropout. In training a
 token's whole-word attributes are dropped together, at `word_dropout` or the
-caller's rate if higher; at inference nothing is dropped; 0 builds v3."""
+caller's rate if higher; with a caller's rate of 0 or at inference nothing
+is dropped; 0 builds v3."""
 import numpy
 import pytest
 import spacy
@@ -48,7 +49,7 @@ def dropped(features, reference):
     return (features == 0).all(dim=2) & ~(reference == 0).all(dim=2)
 
 
-@pytest.mark.parametrize("word_dropout,caller_rate,expected", [(0.3, 0.0, 0.3), (0.3, 0.1, 0.3), (0.3, 0.6, 0.6)])
+@pytest.mark.parametrize("word_dropout,caller_rate,expected", [(0.3, 0.05, 0.3), (0.3, 0.1, 0.3), (0.3, 0.6, 0.6)])
 def test_whole_word_attributes_are_dropped_together_at_the_higher_rate(docs, word_dropout, caller_rate, expected):
     fix_random_seed(0)
     model = small(build_torch_tok2vec_v4, attrs=["NORM", "LOWER", "PREFIX", "SUFFIX"], rows=[50, 50, 10, 10], word_dropout=word_dropout)
@@ -71,6 +72,14 @@ def test_nothing_is_dropped_at_inference(docs):
     first, second = model.predict(docs)[0], model.predict(docs)[0]
     numpy.testing.assert_array_equal(first, second)
     assert not (mixed_features(model, docs, is_train=False, caller_rate=0.5) == 0).all(dim=2).any()
+
+
+def test_a_caller_rate_of_zero_drops_nothing(docs):
+    fix_random_seed(0)
+    model = small(build_torch_tok2vec_v4, word_dropout=0.5)
+    model.initialize(X=docs)
+    reference = mixed_features(model, docs, is_train=False, caller_rate=None)
+    torch.testing.assert_close(mixed_features(model, docs, is_train=True, caller_rate=0.0), reference)
 
 
 def test_word_dropout_zero_is_v3(docs):
