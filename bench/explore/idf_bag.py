@@ -1,7 +1,7 @@
 """Exploration prototype (issue 15, round 7): TorchTextCat.v3's bag with each
 n-gram weighted by its inverse document frequency in the training docs
-(IDF_TRAIN, a .spacy file; scaled so that the mean weight of a training
-n-gram occurrence is 1) and, with IDF_MODE=idfl2, each doc's weights
+(IDF_TRAIN, a .spacy file; n-grams up to IDF_NGRAM, default 1; scaled so
+that the mean weight of a training n-gram occurrence is 1) and, with IDF_MODE=idfl2, each doc's weights
 L2-normalised (tf-idf, as a linear model on imdb likes it). It lost to the
 plain bag under Adam (docs/benchmarks.md, round 7), so it is not shipped.
 Loaded with `spacy train --code bench/explore/idf_bag.py`."""
@@ -20,19 +20,16 @@ def _load_idf(rows):
     nlp = spacy.blank("en")
     docs = list(DocBin().from_disk(os.environ["IDF_TRAIN"]).get_docs(nlp.vocab))
     layer = features.hashed_ngrams("LOWER", int(os.environ.get("IDF_NGRAM", "1")), rows)
+    ids_per_doc = [features._ngram_ids(layer, [d.to_array(layer.attrs["attr_id"]).astype("uint64")]).dataXd
+                   for d in docs]
     df = numpy.zeros(rows, dtype="float64")
-    for d in docs:
-        ids = features._ngram_ids(layer, [d.to_array(layer.attrs["attr_id"]).astype("uint64")]).dataXd
+    for ids in ids_per_doc:
         df[numpy.unique(ids)] += 1
     N = len(docs)
     idf = numpy.log((1 + N) / (1 + df)) + 1
-    # scale so that the mean weight over training n-gram occurrences is 1
-    tot = 0.0
-    cnt = 0
-    for d in docs:
-        ids = features._ngram_ids(layer, [d.to_array(layer.attrs["attr_id"]).astype("uint64")]).dataXd[1:]
-        tot += idf[ids].sum()
-        cnt += len(ids)
+    # scale so that the mean weight over training n-gram occurrences (each doc's first id is its bias) is 1
+    tot = sum(idf[ids[1:]].sum() for ids in ids_per_doc)
+    cnt = sum(len(ids) - 1 for ids in ids_per_doc)
     idf = idf / (tot / cnt)
     idf[0] = 1.0
     return torch.tensor(idf, dtype=torch.float32), cnt / N
