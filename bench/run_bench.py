@@ -1139,6 +1139,7 @@ def plot(results: dict, out: Path) -> Optional[Path]:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         log("matplotlib not available: no plot")
         return None
@@ -1165,6 +1166,11 @@ def plot(results: dict, out: Path) -> Optional[Path]:
                             mfc="none" if sysname.startswith("spacy") else colors[i % len(colors)],
                             label=f"{ds} / {sysname}")
         ax.set_xscale("log")
+        # Labels at 1, 2 and 5 of each decade, written short (20k): matplotlib's
+        # own minor labels overlap on spans of one to two decades.
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("inference words/second (log scale)")
         ax.set_ylabel(f"test {main}")
         ax.set_title(f"{TASK_TITLES[task]}: {main}", fontsize=10)
