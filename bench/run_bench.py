@@ -463,8 +463,55 @@ def w_devscore(a: dict) -> dict:
     return res
 
 
+def w_speed(a: dict) -> dict:
+    """Inference words/s of several models timed in one process, interleaved:
+    each round times every model once, starting from a different one each
+    round, so that a change of load on a shared machine falls on all of them
+    alike (each system's own predict run is timed minutes apart from the
+    others'). The garbage collector is off during a timed run: with several
+    pipelines loaded, its full collections otherwise slow whichever runs last."""
+    import gc
+
+    import spacy
+    from spacy.tokens import DocBin
+
+    threads = os.environ.get("BENCH_TORCH_THREADS")
+    try:
+        import torch
+        if threads:
+            torch.set_num_threads(int(threads))
+    except ImportError:
+        pass
+    nlps = {name: spacy.load(path) for name, path in a["models"].items()}
+    first = next(iter(nlps.values()))
+    texts = [d.text for d in DocBin().from_disk(a["test"]).get_docs(first.vocab)]
+    bs = a["batch_size"]
+    words, reps = {}, {}
+    for name, nlp in nlps.items():  # a warm-up pass, then as w_predict: runs of at least min_run_s
+        words[name] = sum(len(doc) for doc in nlp.pipe(texts, batch_size=bs))
+        t = time.perf_counter()
+        for _ in nlp.pipe(texts, batch_size=bs):
+            pass
+        t_pass = time.perf_counter() - t
+        reps[name] = max(1, min(100, math.ceil(a.get("min_run_s", 0.5) / max(t_pass, 1e-6))))
+    names = list(nlps)
+    runs: Dict[str, List[float]] = {name: [] for name in names}
+    for r in range(a["runs"]):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            gc.collect()
+            gc.disable()
+            t = time.perf_counter()
+            for _ in range(reps[name]):
+                for _ in nlps[name].pipe(texts, batch_size=bs):
+                    pass
+            runs[name].append(time.perf_counter() - t)
+            gc.enable()
+    return {name: {"wps": words[name] * reps[name] / statistics.median(runs[name]),
+                   "runs_s": runs[name], "passes_per_run": reps[name]} for name in names}
+
+
 WORKERS = {"prepare": w_prepare, "spacy_config": w_spacy_config, "steps": w_steps, "predict": w_predict,
-           "devscore": w_devscore}
+           "devscore": w_devscore, "speed": w_speed}
 
 
 def worker_main(name: str, args_json: str) -> None:
@@ -799,6 +846,33 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
     return res
 
 
+def interleaved_speed(ds: str, entry: dict, a: argparse.Namespace, ds_dir: Path,
+                      env: dict) -> Optional[dict]:
+    """The efficiency presets' inference words/s, timed interleaved in one
+    process (`w_speed`) on the first seed where both ran: the ratio that the
+    efficiency target is judged on. Only the efficiency pair: the target has
+    no speed term for the accuracy presets, and spaCy's accuracy preset runs
+    at a few thousand words/s."""
+    pair = ("spacy-efficiency", "ours-efficiency")
+    runs = [_get(entry, "systems", name, "runs") or {} for name in pair]
+    seed = next((s for s in runs[0] if runs[0][s].get("status") == "ok"
+                 and (runs[1].get(s) or {}).get("status") == "ok"), None)
+    if seed is None:
+        return None
+    models = {name: str(REPO / r[seed]["model"]) for name, r in zip(pair, runs)}
+    log(f"{ds}: timing {' and '.join(pair)} interleaved (seed {seed}) ...")
+    try:
+        res = worker("speed", {"models": models, "test": entry["data"]["test"]["path"],
+                               "batch_size": a.batch_size, "runs": max(a.infer_runs, 5)},
+                     ds_dir / "speed.log", env, timeout=1800)
+    except Exception as e:  # noqa: BLE001 - report and carry on
+        log(f"{ds}: interleaved timing FAILED: {e}")
+        return {"seed": int(seed), "error": str(e)[-500:]}
+    res.pop("_proc", None)
+    return {"seed": int(seed), "wps": {name: res[name]["wps"] for name in pair},
+            "ratio": ratio(res[pair[1]]["wps"], res[pair[0]]["wps"]), "runs": res}
+
+
 def ratio(a, b):
     try:
         return a / b if a is not None and b else None
@@ -857,11 +931,12 @@ def summarize(task: str, runs: Dict[str, dict]) -> dict:
     return out
 
 
-def compare(task: str, systems: dict) -> Dict[str, dict]:
+def compare(task: str, systems: dict, interleaved: Optional[dict] = None) -> Dict[str, dict]:
     """Per preset: ours minus spaCy on the median of every main score (in
     points), whether the seed ranges overlap, the inference speed ratio and
     whether the issue's target holds (every main score +1 point; efficiency
-    also at >= 1.0x spaCy's inference words/s)."""
+    also at >= 1.0x spaCy's inference words/s, the interleaved ratio where
+    there is one, else the ratio of the systems' own predict runs)."""
     out = {}
     for preset in PRESETS:
         s = _get(systems, f"spacy-{preset}", "summary")
@@ -880,8 +955,11 @@ def compare(task: str, systems: dict) -> Dict[str, dict]:
                                 "ranges_overlap": ov["min"] <= sv["max"] and sv["min"] <= ov["max"]}
             met = met and delta >= 0.01
         row["infer_wps_ratio"] = ratio(_get(o, "infer_wps", "median"), _get(s, "infer_wps", "median"))
+        speed = row["infer_wps_ratio"]
+        if preset == "efficiency" and interleaved and interleaved.get("ratio") is not None:
+            speed = row["infer_wps_ratio_interleaved"] = interleaved["ratio"]
         if preset == "efficiency" and met:
-            met = row["infer_wps_ratio"] is not None and row["infer_wps_ratio"] >= 1.0
+            met = speed is not None and speed >= 1.0
         row["target_met"] = met
         row["seeds"] = [len(s["seeds_ok"]), len(o["seeds_ok"])]
         out[preset] = row
@@ -927,11 +1005,15 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
     L.append("")
     L.append("Target: every main score of ours >= spaCy's + 1 point (median over the "
              "seeds), and for the efficiency preset inference words/s >= 1.0x spaCy's. "
-             "\"overlap\": the two seed ranges overlap, so the difference is within the noise.")
+             "\"overlap\": the two seed ranges overlap, so the difference is within the noise. "
+             "Inference words/s ours/spaCy: \"own runs\", the medians of each system's own "
+             "predict runs (timed minutes apart); \"interleaved\", the two efficiency "
+             "pipelines timed in one process, round by round (the ratio the efficiency "
+             "target is judged on).")
     L.append("")
     L.append("| dataset | task | preset | main score | spaCy | ours | ours − spaCy (points) "
-             "| inference wps ours/spaCy | target |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
+             "| inference wps ours/spaCy: own runs | interleaved | target |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     for ds, d in results["datasets"].items():
         for preset, c in (d.get("compare") or {}).items():
             for k in TASKS[d["task"]]["main"]:
@@ -942,7 +1024,8 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
                 L.append(f"| {ds} | {d['task']} | {preset} | {k} | "
                          f"{fmt_spread(_get(d, 'systems', f'spacy-{preset}', 'summary', k))} | "
                          f"{fmt_spread(_get(d, 'systems', f'ours-{preset}', 'summary', k))} | "
-                         f"{delta} | {fmt(c['infer_wps_ratio'], '.2f')} | {verdict} |")
+                         f"{delta} | {fmt(c['infer_wps_ratio'], '.2f')} | "
+                         f"{fmt(c.get('infer_wps_ratio_interleaved'), '.2f')} | {verdict} |")
     L.append("")
     if (out / "score_vs_speed.png").exists():
         L.append("![score against inference speed](score_vs_speed.png)")
@@ -1341,6 +1424,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 sys_entry["summary"] = summarize(task, sys_entry["runs"])
                 entry["compare"] = compare(task, entry["systems"])
                 save()
+        entry["interleaved_speed"] = interleaved_speed(ds, entry, a, out / "runs" / ds, env)
+        entry["compare"] = compare(task, entry["systems"], entry["interleaved_speed"])
+        save()
     plot(results, out)
     save(final=True)
     shim = Path(a.shim_overhead) if a.shim_overhead else None
