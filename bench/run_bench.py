@@ -704,7 +704,11 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
     cache = sys_dir / "result.json"
     if a.reuse and cache.exists():
         old = json.loads(cache.read_text())
-        if old.get("fingerprint") == fingerprint and old.get("status") == "ok":
+        # A run stopped at the time limit is reused too when it had at least
+        # this run's limit: run again, it would stop at the same point or earlier.
+        timed_out = str(old.get("status", "")).startswith("timeout") and \
+            (_get(old, "train", "wall_s") or 0) >= a.train_timeout
+        if old.get("fingerprint") == fingerprint and (old.get("status") == "ok" or timed_out):
             log(f"{ds} / {system}: reusing {rel(cache)} from {old.get('finished')}")
             old["reused"] = True
             return old
