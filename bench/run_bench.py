@@ -384,6 +384,25 @@ def _param_bytes(nlp) -> dict:
             "per_component": per_component}
 
 
+def _set_torch_threads() -> Optional[int]:
+    """torch's thread count from BENCH_TORCH_THREADS (--threads), if torch is
+    installed: the number of threads it will use."""
+    threads = os.environ.get("BENCH_TORCH_THREADS")
+    try:
+        import torch
+    except ImportError:
+        return None
+    if threads:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def _passes_per_run(t_pass: float, a: dict) -> int:
+    """Passes over the test texts per timed run, so that a run lasts at least
+    min_run_s (small test sets: timer noise)."""
+    return max(1, min(100, math.ceil(a.get("min_run_s", 0.5) / max(t_pass, 1e-6))))
+
+
 def w_predict(a: dict) -> dict:
     """Loads a model, counts parameter bytes, times nlp.pipe on the test texts
     (warm-up, then median of N runs) and computes exclusive-class accuracy."""
@@ -391,15 +410,7 @@ def w_predict(a: dict) -> dict:
     import spacy
     from spacy.tokens import DocBin
 
-    threads = os.environ.get("BENCH_TORCH_THREADS")
-    torch_threads = None
-    try:
-        import torch
-        if threads:
-            torch.set_num_threads(int(threads))
-        torch_threads = torch.get_num_threads()
-    except ImportError:
-        pass
+    torch_threads = _set_torch_threads()
     nlp = spacy.load(a["model"])
     t_loaded = time.perf_counter()
     rss_after_load = _vm_hwm_mb()
@@ -414,7 +425,7 @@ def w_predict(a: dict) -> dict:
     t = time.perf_counter()
     docs = list(nlp.pipe(texts, batch_size=bs))
     t_pass = time.perf_counter() - t
-    reps = max(1, min(100, math.ceil(a.get("min_run_s", 0.5) / max(t_pass, 1e-6))))
+    reps = _passes_per_run(t_pass, a)
     words = reps * sum(len(d) for d in docs)
     runs = []
     for _ in range(a["runs"]):
@@ -475,25 +486,18 @@ def w_speed(a: dict) -> dict:
     import spacy
     from spacy.tokens import DocBin
 
-    threads = os.environ.get("BENCH_TORCH_THREADS")
-    try:
-        import torch
-        if threads:
-            torch.set_num_threads(int(threads))
-    except ImportError:
-        pass
+    _set_torch_threads()
     nlps = {name: spacy.load(path) for name, path in a["models"].items()}
     first = next(iter(nlps.values()))
     texts = [d.text for d in DocBin().from_disk(a["test"]).get_docs(first.vocab)]
     bs = a["batch_size"]
     words, reps = {}, {}
-    for name, nlp in nlps.items():  # a warm-up pass, then as w_predict: runs of at least min_run_s
+    for name, nlp in nlps.items():  # a warm-up pass, then one timed to size the runs
         words[name] = sum(len(doc) for doc in nlp.pipe(texts, batch_size=bs))
         t = time.perf_counter()
         for _ in nlp.pipe(texts, batch_size=bs):
             pass
-        t_pass = time.perf_counter() - t
-        reps[name] = max(1, min(100, math.ceil(a.get("min_run_s", 0.5) / max(t_pass, 1e-6))))
+        reps[name] = _passes_per_run(time.perf_counter() - t, a)
     names = list(nlps)
     runs: Dict[str, List[float]] = {name: [] for name in names}
     for r in range(a["runs"]):
@@ -873,8 +877,7 @@ def interleaved_speed(ds: str, entry: dict, a: argparse.Namespace, ds_dir: Path,
         log(f"{ds}: interleaved timing FAILED: {e}")
         return {"seed": int(seed), "error": str(e)[-500:]}
     res.pop("_proc", None)
-    return {"seed": int(seed), "wps": {name: res[name]["wps"] for name in pair},
-            "ratio": ratio(res[pair[1]]["wps"], res[pair[0]]["wps"]), "runs": res}
+    return {"seed": int(seed), "ratio": ratio(res[pair[1]]["wps"], res[pair[0]]["wps"]), "runs": res}
 
 
 def ratio(a, b):
