@@ -27,7 +27,7 @@ def rss_mb() -> str:
     return f"RSS {now / 1024:.0f} MB, peak {peak / 1024:.0f} MB"
 
 
-model = load_config(config_path)["components"][component]["model"]
+model = load_config(config_path, interpolate=True)["components"][component]["model"]
 nlp = spacy.blank("en")
 nlp.add_pipe(component, config={"model": model})
 docs = list(DocBin().from_disk(train).get_docs(nlp.vocab))[:4000]

@@ -103,8 +103,11 @@ def _step_group(
         torch._foreach_sub_(flat_params, flat_grads)
     if L2 != 0 and optimizer.L2_is_weight_decay:
         # After the step and with the plain learn rate, as Thinc does (torch's
-        # AdamW decays before the step).
-        torch._foreach_sub_(flat_params, torch._foreach_mul(flat_params, learn_rate * L2))
+        # AdamW decays before the step). The product goes into the spent
+        # gradients (0 + c * p rounds as c * p does): no table-sized temporary.
+        torch._foreach_zero_(flat_grads)
+        torch._foreach_add_(flat_grads, flat_params, alpha=learn_rate * L2)
+        torch._foreach_sub_(flat_params, flat_grads)
     if optimizer.averages is not None:
         averages = [_state(cache, optimizer.averages, (shim_id, n), p, flat=False) for n, p in zip(names, params)]
         decay = min((1.0 + nr_upd) / (10.0 + nr_upd), MAX_AVERAGE_DECAY)

@@ -39,11 +39,13 @@ class PoolingHead(nn.Module):
 
 
 class BagOfNgrams(nn.Module):
-    """A linear model over hashed n-gram counts: one row of logits per n-gram."""
+    """A linear model over hashed n-gram counts: one row of logits per n-gram.
+    The table's gradient is sparse (a batch touches few of its rows); the
+    shim steps it densely, as Thinc's optimizer would."""
 
     def __init__(self, rows: int, nO: int):
         super().__init__()
-        self.output = nn.EmbeddingBag(rows, nO, mode="sum")
+        self.output = nn.EmbeddingBag(rows, nO, mode="sum", sparse=True)
         nn.init.zeros_(self.output.weight)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -65,7 +67,9 @@ class BagOfNgramsAndSubwords(BagOfNgrams):
         doc_lengths: torch.Tensor,
     ) -> torch.Tensor:
         weight = self.output.weight
-        per_text = nn.functional.embedding_bag(subwords, weight, _offsets(subword_lengths), mode="mean")
+        per_text = nn.functional.embedding_bag(
+            subwords, weight, _offsets(subword_lengths), mode="mean", sparse=self.output.sparse
+        )
         per_doc = nn.functional.embedding_bag(inverse, per_text, _offsets(doc_lengths), mode="sum")
         return super().forward(ids, lengths) + per_doc
 

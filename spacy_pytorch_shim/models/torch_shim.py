@@ -81,6 +81,9 @@ class TorchShim(Shim):
         # the tensors behind the optimizers' state arrays.
         self._device_ref: Optional[Tuple[torch.nn.Module, str, torch.Tensor]] = None
         self._state_cache: StateCache = {}
+        # One dense gradient per parameter whose backward gives a sparse one,
+        # reused every step (see `_densify_sparse_gradients`).
+        self._dense_grads: Dict[str, torch.Tensor] = {}
         if CupyOps.xp is not None and isinstance(get_current_ops(), CupyOps):
             # One memory pool for cupy and torch, as Thinc's PyTorchShim does.
             if "pytorch" not in context_pools.get():
@@ -168,6 +171,7 @@ class TorchShim(Shim):
         then drop the gradients. A step whose scaled float16 gradients
         overflowed is skipped (and the loss scale lowered)."""
         self._remember(optimizer)
+        self._densify_sparse_gradients()
         if sync_active():
             # Data-parallel training: the gradients of the global batch on
             # every rank, before any use of them (spacy_pytorch_shim.parallel).
@@ -199,6 +203,28 @@ class TorchShim(Shim):
             param.grad = None
         self._grad_scaler.update()
 
+    def _densify_sparse_gradients(self) -> None:
+        """Replace each sparse `.grad` (an embedding with `sparse=True`) by
+        the same gradient in a dense buffer kept for that parameter, so the
+        step below updates every row as Thinc's optimizer would (moments and
+        weight decay included). A large embedding's dense backward allocates
+        a fresh table-sized gradient every update instead, which fragments
+        glibc's heap: gigabytes of resident memory for a hashed bag."""
+        for name, param in self._model.named_parameters():
+            grad = param.grad
+            if grad is None or not grad.is_sparse:
+                continue
+            dense = self._dense_grads.get(name)
+            if dense is None or dense.shape != param.shape or dense.dtype != grad.dtype or dense.device != param.device:
+                dense = self._dense_grads[name] = torch.empty(param.shape, dtype=grad.dtype, device=param.device)
+            dense.zero_()
+            # Each sparse row adds into the dense rows of its index; repeated
+            # indices (an uncoalesced gradient) add up.
+            dense.view(-1, *grad.shape[grad.sparse_dim():]).index_add_(
+                0, _flat_sparse_index(grad), grad._values()
+            )
+            param.grad = dense
+
     def _per_parameter_step(
         self,
         optimizer: Optimizer,
@@ -220,6 +246,7 @@ class TorchShim(Shim):
         """Forget the cached views (after a parameter or state array was replaced)."""
         self._device_ref = None
         self._state_cache = {}
+        self._dense_grads = {}
 
     def __getstate__(self) -> Dict[str, Any]:
         # Caches hold views of the parameters' and optimizers' memory, and
@@ -227,6 +254,7 @@ class TorchShim(Shim):
         state = self.__dict__.copy()
         state["_device_ref"] = None
         state["_state_cache"] = {}
+        state["_dense_grads"] = {}
         state["_optimizers"] = []
         return state
 
@@ -299,6 +327,17 @@ class TorchShim(Shim):
 
 def _has_grad(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.grad is not None
+
+
+def _flat_sparse_index(grad: torch.Tensor) -> torch.Tensor:
+    """The row of the parameter viewed as (rows of its sparse dims, dense
+    dims) that each stored value of the sparse `grad` belongs to."""
+    indices = grad._indices()
+    sizes = grad.shape[: grad.sparse_dim()]
+    flat = indices[0]
+    for dim in range(1, len(sizes)):
+        flat = flat * sizes[dim] + indices[dim]
+    return flat
 
 
 def _fusable(param: torch.Tensor, grad: torch.Tensor) -> bool:

@@ -9,6 +9,7 @@ import torch
 from thinc.api import (
     SGD,
     Adam,
+    ArgsKwargs,
     Linear,
     Optimizer,
     PyTorchWrapper_v2,
@@ -18,8 +19,11 @@ from thinc.api import (
     warmup_linear,
 )
 
+from thinc.types import Ragged
+
 from spacy_pytorch_shim import TorchWrapper
 from spacy_pytorch_shim.models.optimizer import supports_fused
+from spacy_pytorch_shim.models.textcat import BagOfNgrams, BagOfNgramsAndSubwords
 
 N_STEPS = 100
 
@@ -267,3 +271,148 @@ def test_resizing_after_fused_training_resizes_the_state_and_training_goes_on():
     step(5)
     assert numpy.abs(model.shims[0].module[2].weight.detach().numpy()[3:]).sum() > 0
     assert numpy.abs(optimizer.averages[key][3:]).sum() > 0
+
+
+# ---------------------------------------------------------------------------
+# Parameters whose backward gives a sparse gradient (an embedding with
+# `sparse=True`, as our n-gram bags are) are stepped exactly as their dense
+# twins: every row, moments and weight decay included, in one reused buffer.
+
+N_BAG_STEPS = 30
+ROWS, N_LABELS = 50, 3
+
+SPARSE_SETTINGS = {
+    "adam-L2-weight-decay-clip": lambda: Adam(0.01, L2=0.01, L2_is_weight_decay=True, grad_clip=0.5),
+    "adam-L2-gradient": lambda: Adam(0.01, L2=0.01, L2_is_weight_decay=False),
+    "sgd": lambda: SGD(0.05, L2=0.01, use_averages=True),
+}
+
+
+class Bag(torch.nn.Module):
+    """An n-gram bag plus a Linear: one sparse and two dense parameters."""
+
+    def __init__(self, sparse: bool):
+        super().__init__()
+        self.bag = torch.nn.EmbeddingBag(ROWS, 4, mode="sum", sparse=sparse)
+        self.output = torch.nn.Linear(4, N_LABELS)
+
+    def forward(self, ids, offsets):
+        return self.output(self.bag(ids, offsets))
+
+
+def batches(seed=0):
+    rng = numpy.random.default_rng(seed)
+    for _ in range(N_BAG_STEPS):
+        # Few rows of the table per batch, some of them repeated.
+        ids = torch.from_numpy(rng.integers(0, ROWS // 3, size=12))
+        offsets = torch.tensor([0, 5, 9])
+        yield ids, offsets, rng.standard_normal((3, N_LABELS), dtype="f")
+
+
+def train_bag(model, optimizer):
+    for ids, offsets, target in batches():
+        Y, backprop = model.begin_update((ids, offsets))
+        backprop(Y - target)
+        model.finish_update(optimizer)
+
+
+def wrap(module):
+    """Our wrapper around a module called with a tuple of torch tensors."""
+    return TorchWrapper(module, convert_inputs=lambda model, X, is_train: (ArgsKwargs(args=X, kwargs={}), lambda d: None))
+
+
+@pytest.mark.parametrize("setting", list(SPARSE_SETTINGS))
+def test_a_sparse_embedding_trains_as_its_dense_twin(setting):
+    torch.manual_seed(0)
+    dense_module = Bag(sparse=False)
+    sparse_module = copy.deepcopy(dense_module)
+    sparse_module.bag.sparse = True
+    dense, sparse = wrap(dense_module), wrap(sparse_module)
+    dense_opt, sparse_opt = SPARSE_SETTINGS[setting](), SPARSE_SETTINGS[setting]()
+    train_bag(dense, dense_opt)
+    train_bag(sparse, sparse_opt)
+    dense_id, sparse_id = dense.shims[0].id, sparse.shims[0].id
+    for name, param in dense_module.named_parameters():
+        reference = param.detach().numpy()
+        assert_close(dict(sparse_module.named_parameters())[name].detach().numpy(), reference, f"{setting}: {name}")
+        for store in ("mom1", "mom2", "averages"):
+            if getattr(dense_opt, store) is not None and (dense_id, name) in getattr(dense_opt, store):
+                assert_close(
+                    getattr(sparse_opt, store)[(sparse_id, name)], getattr(dense_opt, store)[(dense_id, name)],
+                    f"{setting}: {store} of {name}", rtol=1e-5,
+                )
+    # Rows no batch used were still stepped (L2, moments): the update is
+    # dense, not "lazy" as torch's SparseAdam is.
+    torch.manual_seed(0)
+    initial = Bag(sparse=False).bag.weight.detach().numpy()[ROWS // 3 :]
+    assert not numpy.allclose(sparse_module.bag.weight.detach().numpy()[ROWS // 3 :], initial)
+
+
+def test_the_dense_buffer_is_reused_and_follows_a_resize():
+    torch.manual_seed(0)
+    model = TorchWrapper(BagOfNgrams(ROWS, 2), output_layer="output")
+    shim = model.shims[0]
+    optimizer = Adam(0.01)
+    ptrs = []
+
+    def step(n_labels):
+        ids = numpy.asarray([1, 2, 3, 2, 7])
+        lengths = numpy.asarray([3, 2], dtype="int32")
+        Y, backprop = model.begin_update(Ragged(model.ops.asarray(ids), model.ops.asarray(lengths)))
+        assert Y.shape == (2, n_labels)
+        backprop(Y - 1.0)
+        assert shim.module.output.weight.grad.is_sparse
+        model.finish_update(optimizer)
+        assert shim.module.output.weight.grad is None
+        ptrs.append(shim._dense_grads["output.weight"].data_ptr())
+
+    step(2)
+    step(2)
+    assert ptrs[0] == ptrs[1], "a new gradient buffer was allocated for the second step"
+    model.attrs["resize_output"](model, 4)
+    step(4)
+    assert shim._dense_grads["output.weight"].shape == (ROWS, 4)
+    # The new labels' column was learned from the gradient in the buffer.
+    assert numpy.abs(shim.module.output.weight.detach().numpy()[[1, 2, 3, 7], 2:]).sum() > 0
+
+
+def test_a_hand_made_uncoalesced_sparse_gradient_of_two_sparse_dims():
+    """Any sparse `.grad` a custom module produces: repeated indices add up,
+    and an index over two dimensions lands on its element."""
+    torch.manual_seed(0)
+    module = torch.nn.Linear(5, 4, bias=False)
+    twin = copy.deepcopy(module)
+    indices = torch.tensor([[0, 3, 0, 2], [1, 4, 1, 0]])
+    values = torch.tensor([0.5, -1.0, 0.25, 2.0])
+    sparse_grad = torch.sparse_coo_tensor(indices, values, (4, 5), check_invariants=True)
+    assert not sparse_grad.is_coalesced() and sparse_grad.sparse_dim() == 2
+    ours, reference = TorchWrapper(module), TorchWrapper(twin)
+    module.weight.grad = sparse_grad
+    twin.weight.grad = sparse_grad.to_dense()
+    ours_opt, reference_opt = Adam(0.01), Adam(0.01)
+    ours.finish_update(ours_opt)
+    reference.finish_update(reference_opt)
+    assert torch.equal(module.weight, twin.weight)
+    assert not torch.equal(module.weight, TorchWrapper(torch.nn.Linear(5, 4, bias=False)).shims[0].module.weight)
+
+
+def test_the_subword_bag_has_sparse_gradients_and_trains_as_dense():
+    torch.manual_seed(0)
+    sparse_module = BagOfNgramsAndSubwords(ROWS, 2)
+    dense_module = copy.deepcopy(sparse_module)
+    dense_module.output.sparse = False
+    args = (
+        torch.tensor([0, 4, 5, 0, 6]), torch.tensor([3, 2]),  # n-grams per doc
+        torch.tensor([7, 8, 9, 8, 10]), torch.tensor([3, 2]),  # subwords per distinct text
+        torch.tensor([0, 1, 1]), torch.tensor([2, 1]),  # text of each token, tokens per doc
+    )
+    target = numpy.asarray([[1.0, 0.0], [0.0, 1.0]], dtype="f")
+    for module in (sparse_module, dense_module):
+        model = wrap(module)
+        optimizer = Adam(0.01, L2=0.01)
+        for _ in range(5):
+            Y, backprop = model.begin_update(args)
+            backprop(Y - target)
+            assert module.output.weight.grad.is_sparse == (module is sparse_module)
+            model.finish_update(optimizer)
+    assert_close(sparse_module.output.weight.detach().numpy(), dense_module.output.weight.detach().numpy(), "bag")
