@@ -1,8 +1,11 @@
 """Thinc layers that turn docs into hashed row ids for torch embedding tables."""
+import threading
 from functools import lru_cache
+from itertools import repeat
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy
+import torch
 from spacy.attrs import intify_attr
 from spacy.strings import StringStore, hash_string
 from spacy.tokens import Doc
@@ -75,7 +78,7 @@ def hashed_ngrams(attr: str, ngram_size: int, rows: int) -> Model[List[Doc], Rag
 
 
 def _ngrams_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Callable]:
-    keys = [doc.to_array(model.attrs["attr_id"]).astype("uint64") for doc in docs]
+    keys = [doc.to_array(model.attrs["attr_id"]).astype("uint64", copy=False) for doc in docs]
     return _ngram_ids(model, keys), lambda d: []
 
 
@@ -143,7 +146,7 @@ def token_subwords(attr: str, min_n: int, max_n: int, rows: int) -> Model[List[D
 def _subwords_forward(
     model: Model, docs: List[Doc], is_train: bool
 ) -> Tuple[Tuple[Ragged, Ints1d, Ints1d], Callable]:
-    keys = [doc.to_array(model.attrs["attr_id"]).astype("uint64") for doc in docs]
+    keys = [doc.to_array(model.attrs["attr_id"]).astype("uint64", copy=False) for doc in docs]
     return _subword_rows(model, keys, docs[0].vocab.strings if docs else StringStore()), lambda d: []
 
 
@@ -152,21 +155,24 @@ def _subword_rows(
 ) -> Tuple[Ragged, Ints1d, Ints1d]:
     settings = (model.attrs["min_n"], model.attrs["max_n"], model.attrs["rows"])
     keys = numpy.concatenate(keys_per_doc) if keys_per_doc else numpy.zeros((0,), dtype="uint64")
-    unique, inverse = numpy.unique(keys, return_inverse=True)
-    cache = _SUBWORD_IDS.setdefault(settings, {})
-    texts = [cache.get(key) for key in unique.tolist()]
-    for i, ids in enumerate(texts):
-        if ids is None:
-            texts[i] = _subword_ids(int(unique[i]), settings, strings)
-    subwords = numpy.concatenate(texts) if texts else numpy.zeros((0,), dtype="int64")
-    ops = model.ops
-    text_lengths = numpy.asarray([len(text) for text in texts], dtype="int32")
+    unique, inverse = _unique(keys)
+    table = _SUBWORD_TABLES.setdefault(settings, _SubwordTable(settings))
+    subwords, text_lengths = table.rows(unique, strings)
     doc_lengths = numpy.asarray([len(keys) for keys in keys_per_doc], dtype="int32")
+    ops = model.ops
     return (
         Ragged(ops.asarray(subwords), ops.asarray(text_lengths)),
-        ops.asarray(inverse.astype("int64")),
+        ops.asarray(inverse),
         ops.asarray(doc_lengths),
     )
+
+
+def _unique(keys: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """numpy.unique(keys, return_inverse=True) for uint64 hash keys, the
+    inverse as int64: torch's kernel, several times faster than numpy's
+    argsort (the same sorted order; the keys are compared as int64 bits)."""
+    unique, inverse = torch.unique(torch.from_numpy(keys.view("int64")), sorted=True, return_inverse=True)
+    return unique.numpy().view("uint64"), inverse.numpy()
 
 
 def hashed_ngrams_and_subwords(
@@ -185,24 +191,71 @@ def hashed_ngrams_and_subwords(
 
 def _pair_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Tuple, Callable]:
     ngrams, subwords = model.layers
-    keys = [doc.to_array(ngrams.attrs["attr_id"]).astype("uint64") for doc in docs]
+    keys = [doc.to_array(ngrams.attrs["attr_id"]).astype("uint64", copy=False) for doc in docs]
     strings = docs[0].vocab.strings if docs else StringStore()
     return (_ngram_ids(ngrams, keys), _subword_rows(subwords, keys, strings)), lambda d: []
 
 
-# (min_n, max_n, rows) -> {LOWER key: the text's subword rows}; a key is the
-# hash of the text, the same in every vocab. Each dict is cleared when full.
-_SUBWORD_IDS: Dict[Tuple[int, int, int], Dict[int, numpy.ndarray]] = {}
-_SUBWORD_CACHE_SIZE = 200_000
+class _SubwordTable:
+    """The subword rows of every text seen, for one (min_n, max_n, rows): a
+    slot per text key (the hash of the text, the same in every vocab), and
+    the rows of all slots in one flat array, so that a batch's rows are one
+    vectorised gather rather than a Python loop over its texts. Emptied when
+    it holds MAX_TEXTS texts; a lock keeps threads sharing it consistent."""
+
+    MAX_TEXTS = 200_000
+
+    def __init__(self, settings: Tuple[int, int, int]):
+        self.settings = settings
+        self.lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
+        self.slots: Dict[int, int] = {}
+        self.flat = numpy.zeros((1 << 16,), dtype="int64")
+        self.starts = numpy.zeros((1 << 12,), dtype="int64")
+        self.lengths = numpy.zeros((1 << 12,), dtype="int32")
+        self.size = 0
+
+    def rows(self, keys: numpy.ndarray, strings: StringStore) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """The rows of each text (its key in `keys`, distinct), concatenated,
+        and the number of rows of each."""
+        key_list = keys.tolist()
+        with self.lock:
+            slots = numpy.fromiter(map(self.slots.get, key_list, repeat(-1)), dtype="int64", count=len(key_list))
+            missing = numpy.flatnonzero(slots < 0)
+            if len(self.slots) + len(missing) > self.MAX_TEXTS:
+                self._clear()
+                missing = numpy.arange(len(key_list))
+            for i in missing.tolist():
+                slots[i] = self._add(key_list[i], strings)
+            lengths = self.lengths[slots]
+            ends = numpy.cumsum(lengths, dtype="int64")
+            starts = self.starts[slots]
+            flat = self.flat
+        # Row j of text i is flat[starts[i] + j]: one index per row.
+        index = numpy.arange(ends[-1] if len(ends) else 0, dtype="int64")
+        index += numpy.repeat(starts - (ends - lengths), lengths)
+        return flat[index], lengths
+
+    def _add(self, key: int, strings: StringStore) -> int:
+        min_n, max_n, rows = self.settings
+        wrapped = f"<{strings[key]}>"
+        hashes = [hash_string(wrapped[i : i + n]) for n in range(min_n, max_n + 1) for i in range(len(wrapped) - n + 1)]
+        ids = (1 + numpy.asarray(hashes, dtype="uint64") % numpy.uint64(rows - 1)).astype("int64")
+        slot = len(self.slots)
+        if slot == len(self.starts):
+            self.starts = numpy.concatenate([self.starts, numpy.zeros_like(self.starts)])
+            self.lengths = numpy.concatenate([self.lengths, numpy.zeros_like(self.lengths)])
+        while self.size + len(ids) > len(self.flat):
+            # A new array, never resized in place: a batch still gathering
+            # from the old one (outside the lock) keeps it.
+            self.flat = numpy.concatenate([self.flat, numpy.zeros_like(self.flat)])
+        self.flat[self.size : self.size + len(ids)] = ids
+        self.starts[slot], self.lengths[slot] = self.size, len(ids)
+        self.size += len(ids)
+        self.slots[key] = slot
+        return slot
 
 
-def _subword_ids(key: int, settings: Tuple[int, int, int], strings: StringStore) -> numpy.ndarray:
-    min_n, max_n, rows = settings
-    wrapped = f"<{strings[key]}>"
-    hashes = [hash_string(wrapped[i : i + n]) for n in range(min_n, max_n + 1) for i in range(len(wrapped) - n + 1)]
-    ids = (1 + numpy.asarray(hashes, dtype="uint64") % numpy.uint64(rows - 1)).astype("int64")
-    cache = _SUBWORD_IDS[settings]
-    if len(cache) >= _SUBWORD_CACHE_SIZE:
-        cache.clear()
-    cache[key] = ids
-    return ids
+_SUBWORD_TABLES: Dict[Tuple[int, int, int], _SubwordTable] = {}

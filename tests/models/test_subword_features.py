@@ -122,3 +122,33 @@ def test_no_docs_and_empty_docs(docs):
 def test_errors_name_the_argument(kwargs, key):
     with pytest.raises(ValueError, match=f"TorchTextCat.v3: `{key}`"):
         build_textcat_v3(tok2vec=None, exclusive_classes=True, **kwargs)
+
+
+def test_the_subword_table_grows_and_empties_without_changing_any_row(monkeypatch):
+    """Enough distinct words to outgrow the table's first arrays, and a limit
+    low enough that it is emptied twice along the way: every batch still
+    gets each text's own rows, in the order of its distinct texts."""
+    from spacy_pytorch_shim.models import features
+
+    monkeypatch.setattr(features._SubwordTable, "MAX_TEXTS", 5000)
+    monkeypatch.setattr(features, "_SUBWORD_TABLES", {})
+    nlp = spacy.blank("en")
+    rng = numpy.random.default_rng(0)
+    letters = numpy.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = sorted({"".join(rng.choice(letters, size=rng.integers(4, 12))) for _ in range(12000)})
+    layer = token_subwords("LOWER", 3, 5, ROWS)
+    cleared, largest = 0, 0
+    for start in range(0, len(words), 1000):
+        # Each batch repeats some words of the previous one.
+        batch = words[max(0, start - 200) : start + 1000]
+        doc = nlp.make_doc(" ".join(batch))
+        before = len(features._SUBWORD_TABLES.get((3, 5, ROWS), features._SubwordTable((3, 5, ROWS))).slots)
+        (subwords, inverse, _), _ = layer.begin_update([doc])
+        table = features._SUBWORD_TABLES[(3, 5, ROWS)]
+        cleared += len(table.slots) < before
+        largest = max(largest, len(table.flat))
+        rows = numpy.split(subwords.dataXd, numpy.cumsum(subwords.lengths)[:-1])
+        for token, row in zip(doc, inverse):
+            assert list(rows[row]) == expected_subwords(token.text, 3, 5), token.text
+    assert cleared >= 2, "the table was never emptied: the test misses that path"
+    assert largest > 1 << 16, "the flat array never grew: the test misses that path"
