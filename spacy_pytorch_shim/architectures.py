@@ -14,7 +14,7 @@ from .models.encoders import (
 )
 from .models.ner import build_ner_tagger, build_ner_tagger_v2
 from .models.param_groups import with_param_groups
-from .models.textcat import build_textcat, build_textcat_v2, build_textcat_v3
+from .models.textcat import build_textcat, build_textcat_v2, build_textcat_v3, build_textcat_v4
 from .models.tok2vec import build_torch_tok2vec, build_torch_tok2vec_v2, build_torch_tok2vec_v3, build_torch_tok2vec_v4
 
 
@@ -53,3 +53,4 @@ torch_tok2vec_v2 = build_torch_tok2vec_v2
 torch_tok2vec_v3 = build_torch_tok2vec_v3
 torch_textcat_v3 = build_textcat_v3
 torch_tok2vec_v4 = build_torch_tok2vec_v4
+torch_textcat_v4 = build_textcat_v4

@@ -86,6 +86,13 @@ def _ngram_ids(model: Model, keys_per_doc: List[numpy.ndarray]) -> Ragged:
     ops = _CPU_OPS
     size, rows = model.attrs["ngram_size"], model.attrs["rows"]
     n_hashed = numpy.uint64(rows - 1)
+    if size == 1 and keys_per_doc:
+        # Words only (the efficiency presets): the whole batch in one step,
+        # row 0 inserted where each doc starts.
+        doc_lengths = numpy.asarray([len(keys) for keys in keys_per_doc], dtype="int64")
+        rows_of_words = (1 + numpy.concatenate(keys_per_doc) % n_hashed).astype("int64")
+        ids = numpy.insert(rows_of_words, numpy.cumsum(doc_lengths) - doc_lengths, 0)
+        return Ragged(model.ops.asarray(ids), model.ops.asarray((doc_lengths + 1).astype("int32")))
     bags: List[Ints1d] = []
     for keys in keys_per_doc:
         grams = [keys] + [ops.ngrams(n, keys) for n in range(2, min(size, len(keys)) + 1)]

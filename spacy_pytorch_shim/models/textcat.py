@@ -66,12 +66,44 @@ class BagOfNgramsAndSubwords(BagOfNgrams):
         inverse: torch.Tensor,
         doc_lengths: torch.Tensor,
     ) -> torch.Tensor:
-        weight = self.output.weight
-        per_text = nn.functional.embedding_bag(
-            subwords, weight, _offsets(subword_lengths), mode="mean", sparse=self.output.sparse
-        )
+        per_text = self._per_text(subwords, subword_lengths)
         per_doc = nn.functional.embedding_bag(inverse, per_text, _offsets(doc_lengths), mode="sum")
         return super().forward(ids, lengths) + per_doc
+
+    def _per_text(self, subwords: torch.Tensor, subword_lengths: torch.Tensor) -> torch.Tensor:
+        """The mean of each distinct text's subword rows."""
+        return nn.functional.embedding_bag(
+            subwords, self.output.weight, _offsets(subword_lengths), mode="mean", sparse=self.output.sparse
+        )
+
+
+class LengthScaledBagOfNgramsAndSubwords(BagOfNgramsAndSubwords):
+    """BagOfNgramsAndSubwords whose sum over a doc's n-grams and subwords
+    (the bias row apart) is divided by the square root of its token count:
+    a long doc's logits no longer grow with its length, so the loss of a
+    500-word review does not saturate (and its gradient vanish) long before
+    a 10-word one's."""
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        subwords: torch.Tensor,
+        subword_lengths: torch.Tensor,
+        inverse: torch.Tensor,
+        doc_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        lengths, doc_lengths = lengths.long(), doc_lengths.long()
+        scale = doc_lengths.clamp(min=1).to(self.output.weight.dtype).rsqrt()
+        offsets = _offsets(lengths)
+        id_weights = torch.repeat_interleave(scale, lengths)
+        id_weights[offsets] = 1.0  # each doc's bag starts with its bias row
+        per_text = self._per_text(subwords, subword_lengths)
+        per_doc = nn.functional.embedding_bag(
+            inverse, per_text, _offsets(doc_lengths), mode="sum",
+            per_sample_weights=torch.repeat_interleave(scale, doc_lengths),
+        )
+        return self.output(ids, offsets, per_sample_weights=id_weights) + per_doc
 
 
 def _offsets(lengths: torch.Tensor) -> torch.Tensor:
@@ -128,12 +160,49 @@ def build_textcat_v3(
     """"spacy-pytorch-shim.TorchTextCat.v3": v2 whose bag also holds each
     token's character n-grams, subword_min..subword_max long (fastText's
     subwords), averaged per token; it needs ngram_size >= 1."""
-    arch = "spacy-pytorch-shim.TorchTextCat.v3"
+    return _build_subword_textcat(
+        "spacy-pytorch-shim.TorchTextCat.v3", BagOfNgramsAndSubwords, tok2vec, exclusive_classes,
+        hidden_width, ngram_size, ngram_rows, subword_min, subword_max, nO,
+    )
+
+
+def build_textcat_v4(
+    *,
+    tok2vec: Optional[Model[List[Doc], List[Floats2d]]],
+    exclusive_classes: bool,
+    hidden_width: int = 128,
+    ngram_size: int = 1,
+    ngram_rows: int = 2**18,
+    subword_min: int = 3,
+    subword_max: int = 5,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], Floats2d]:
+    """"spacy-pytorch-shim.TorchTextCat.v4": v3 whose bag divides each doc's
+    sum of n-gram and subword rows (its bias row apart) by the square root
+    of the doc's token count, so that logits do not grow with length."""
+    return _build_subword_textcat(
+        "spacy-pytorch-shim.TorchTextCat.v4", LengthScaledBagOfNgramsAndSubwords, tok2vec, exclusive_classes,
+        hidden_width, ngram_size, ngram_rows, subword_min, subword_max, nO,
+    )
+
+
+def _build_subword_textcat(
+    arch: str,
+    bag: type,
+    tok2vec: Optional[Model],
+    exclusive_classes: bool,
+    hidden_width: int,
+    ngram_size: int,
+    ngram_rows: int,
+    subword_min: int,
+    subword_max: int,
+    nO: Optional[int],
+) -> Model[List[Doc], Floats2d]:
     check_size(arch, "ngram_size", ngram_size)
     check_size(arch, "subword_min", subword_min)
     check_size(arch, "subword_max", subword_max, minimum=subword_min)
     return _build_textcat(
-        arch, tok2vec, exclusive_classes, hidden_width, 0.0, ngram_size, ngram_rows, nO, (subword_min, subword_max)
+        arch, tok2vec, exclusive_classes, hidden_width, 0.0, ngram_size, ngram_rows, nO, (subword_min, subword_max), bag
     )
 
 
@@ -147,7 +216,10 @@ def _build_textcat(
     ngram_rows: int,
     nO: Optional[int],
     subwords: Optional[Tuple[int, int]] = None,
+    bag: type = BagOfNgramsAndSubwords,
 ) -> Model[List[Doc], Floats2d]:
+    """The heads of every version; `bag` is the module of the bag of n-grams
+    and subwords (`subwords` given)."""
     check_size(arch, "hidden_width", hidden_width)
     check_rate(arch, "dropout", dropout)
     check_size(arch, "ngram_size", ngram_size, minimum=0)
@@ -174,7 +246,7 @@ def _build_textcat(
             chain(
                 hashed_ngrams_and_subwords("LOWER", ngram_size, ngram_rows, *subwords),
                 TorchWrapper(
-                    BagOfNgramsAndSubwords(ngram_rows, nO or 1),
+                    bag(ngram_rows, nO or 1),
                     output_layer="output",
                     convert_inputs=_convert_ngrams_and_subwords,
                     name="torch_textcat_ngrams",
