@@ -163,7 +163,9 @@ def _subword_rows(
     settings = (model.attrs["min_n"], model.attrs["max_n"], model.attrs["rows"])
     keys = numpy.concatenate(keys_per_doc) if keys_per_doc else numpy.zeros((0,), dtype="uint64")
     unique, inverse = _unique(keys)
-    table = _SUBWORD_TABLES.setdefault(settings, _SubwordTable(settings))
+    table = _SUBWORD_TABLES.get(settings)
+    if table is None:
+        table = _SUBWORD_TABLES.setdefault(settings, _SubwordTable(settings))
     subwords, text_lengths = table.rows(unique, strings)
     doc_lengths = numpy.asarray([len(keys) for keys in keys_per_doc], dtype="int32")
     ops = model.ops
@@ -177,7 +179,9 @@ def _subword_rows(
 def _unique(keys: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
     """numpy.unique(keys, return_inverse=True) for uint64 hash keys, the
     inverse as int64: torch's kernel, several times faster than numpy's
-    argsort (the same sorted order; the keys are compared as int64 bits)."""
+    argsort. The keys are compared as int64 bits, so the distinct keys come
+    in int64 order; any order serves, as the inverse maps each token to its
+    key."""
     unique, inverse = torch.unique(torch.from_numpy(keys.view("int64")), sorted=True, return_inverse=True)
     return unique.numpy().view("uint64"), inverse.numpy()
 
