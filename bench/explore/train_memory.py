@@ -1,7 +1,8 @@
 """Resident memory of a training loop, printed every 100 updates: the probe
 behind docs/benchmarks.md round 9's finding that our text classifiers'
-training RSS grows to gigabytes and then stays (glibc heap fragmentation;
-compare a run with MALLOC_MMAP_THRESHOLD_=1048576 in the environment).
+training RSS grew to gigabytes and then stayed (glibc heap fragmentation;
+MALLOC_MMAP_THRESHOLD_=1048576 in the environment avoided it), and round
+10's check of the fix (sparse bag gradients, one reused dense buffer).
 One torch thread, batches of 16 docs, 2 epochs over the first 4,000 docs.
 
     python bench/explore/train_memory.py CONFIG.cfg COMPONENT TRAIN.spacy

@@ -66,15 +66,26 @@ class BagOfNgramsAndSubwords(BagOfNgrams):
         inverse: torch.Tensor,
         doc_lengths: torch.Tensor,
     ) -> torch.Tensor:
-        per_text = self._per_text(subwords, subword_lengths)
-        per_doc = nn.functional.embedding_bag(inverse, per_text, _offsets(doc_lengths), mode="sum")
-        return super().forward(ids, lengths) + per_doc
-
-    def _per_text(self, subwords: torch.Tensor, subword_lengths: torch.Tensor) -> torch.Tensor:
-        """The mean of each distinct text's subword rows."""
-        return nn.functional.embedding_bag(
+        lengths, doc_lengths = lengths.long(), doc_lengths.long()
+        offsets = _offsets(lengths)
+        scale = self._doc_scale(doc_lengths)
+        id_weights = token_weights = None
+        if scale is not None:
+            id_weights = torch.repeat_interleave(scale, lengths)
+            id_weights[offsets] = 1.0  # each doc's bag starts with its bias row
+            token_weights = torch.repeat_interleave(scale, doc_lengths)
+        per_text = nn.functional.embedding_bag(
             subwords, self.output.weight, _offsets(subword_lengths), mode="mean", sparse=self.output.sparse
         )
+        per_doc = nn.functional.embedding_bag(
+            inverse, per_text, _offsets(doc_lengths), mode="sum", per_sample_weights=token_weights
+        )
+        return self.output(ids, offsets, per_sample_weights=id_weights) + per_doc
+
+    def _doc_scale(self, doc_lengths: torch.Tensor) -> Optional[torch.Tensor]:
+        """Per doc, the factor of its n-gram and subword rows (the bias row
+        apart); None: plain sums."""
+        return None
 
 
 class LengthScaledBagOfNgramsAndSubwords(BagOfNgramsAndSubwords):
@@ -84,26 +95,8 @@ class LengthScaledBagOfNgramsAndSubwords(BagOfNgramsAndSubwords):
     500-word review does not saturate (and its gradient vanish) long before
     a 10-word one's."""
 
-    def forward(
-        self,
-        ids: torch.Tensor,
-        lengths: torch.Tensor,
-        subwords: torch.Tensor,
-        subword_lengths: torch.Tensor,
-        inverse: torch.Tensor,
-        doc_lengths: torch.Tensor,
-    ) -> torch.Tensor:
-        lengths, doc_lengths = lengths.long(), doc_lengths.long()
-        scale = doc_lengths.clamp(min=1).to(self.output.weight.dtype).rsqrt()
-        offsets = _offsets(lengths)
-        id_weights = torch.repeat_interleave(scale, lengths)
-        id_weights[offsets] = 1.0  # each doc's bag starts with its bias row
-        per_text = self._per_text(subwords, subword_lengths)
-        per_doc = nn.functional.embedding_bag(
-            inverse, per_text, _offsets(doc_lengths), mode="sum",
-            per_sample_weights=torch.repeat_interleave(scale, doc_lengths),
-        )
-        return self.output(ids, offsets, per_sample_weights=id_weights) + per_doc
+    def _doc_scale(self, doc_lengths: torch.Tensor) -> Optional[torch.Tensor]:
+        return doc_lengths.clamp(min=1).to(self.output.weight.dtype).rsqrt()
 
 
 def _offsets(lengths: torch.Tensor) -> torch.Tensor:
