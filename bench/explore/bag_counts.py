@@ -1,10 +1,10 @@
 """Exploration prototype (issue 15, round 10): how TorchTextCat.v3's bag
 counts a doc's features, for long reviews (imdb), where the summed bag's
 dev score peaks early and falls. BAG_MODE=binary: each distinct n-gram and
-each distinct token text of a doc counts once (binarised counts, as in
-Wang & Manning 2012's NBSVM); BAG_MODE=sqrt: the doc's n-gram and subword
-sum (the bias row apart) divided by the square root of its token count.
-Loaded with `spacy train --code bench/explore/bag_counts.py`."""
+each distinct token text (its word row and subwords) of a doc counts once
+(binarised counts, as in Wang & Manning 2012's NBSVM); BAG_MODE=sqrt: the
+doc's n-gram and subword sum (the bias row apart) divided by the square
+root of its token count. Loaded with `spacy train --code bench/explore/bag_counts.py`."""
 import os
 
 import torch
@@ -25,12 +25,12 @@ def _once_per_doc(rows: torch.Tensor, lengths: torch.Tensor, n_rows: int):
     return pairs % n_rows, pairs // n_rows
 
 
-def _forward(self, ids, lengths, subwords, subword_lengths, inverse, doc_lengths):
-    weight = self.output.weight
+def _forward(self, ids, lengths, subwords, subword_lengths, words, inverse, doc_lengths):
+    weight, sparse = self.output.weight, self.output.sparse
     n_docs = len(lengths)
     per_text = nn.functional.embedding_bag(
-        subwords, weight, textcat._offsets(subword_lengths), mode="mean", sparse=self.output.sparse
-    )
+        subwords, weight, textcat._offsets(subword_lengths), mode="mean", sparse=sparse
+    ) + nn.functional.embedding(words, weight, sparse=sparse)
     if MODE == "binary":
         rows, docs = _once_per_doc(ids, lengths, weight.shape[0])
         out = weight.new_zeros(n_docs, weight.shape[1]).index_add_(

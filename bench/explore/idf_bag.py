@@ -38,26 +38,27 @@ def _load_idf(rows):
 _IDF = {}
 
 
-def _forward(self, ids, lengths, subwords, subword_lengths, inverse, doc_lengths):
+def _forward(self, ids, lengths, subwords, subword_lengths, words, inverse, doc_lengths):
     weight = self.output.weight
     if "idf" not in _IDF:
         _IDF["idf"], _IDF["mean_len"] = _load_idf(weight.shape[0])
     idf = _IDF["idf"].to(weight.device)
-    w = idf[ids]
+    w = idf[ids]  # each doc's bias row (weight 1) and longer n-grams
+    tok_w = idf[words][inverse]  # each token's word row, also for its subword mean
     offsets = textcat._offsets(lengths)
     if MODE == "idfl2":
         doc_ids = torch.repeat_interleave(torch.arange(len(lengths)), lengths.long())
+        tok_doc = torch.repeat_interleave(torch.arange(len(doc_lengths)), doc_lengths.long())
         is_bias = torch.zeros_like(w, dtype=torch.bool)
         is_bias[offsets] = True
         sq = torch.zeros(len(lengths)).index_add_(0, doc_ids, torch.where(is_bias, 0.0, w * w))
+        sq.index_add_(0, tok_doc, tok_w * tok_w)
         scale = (_IDF["mean_len"] ** 0.5) / sq.clamp(min=1e-6).sqrt()
         w = torch.where(is_bias, 1.0, w * scale[doc_ids])
-    # token weights for the subword part: the weight of each token's unigram (position 1.. of its doc's bag)
-    starts = offsets + 1
-    tok_doc = torch.repeat_interleave(torch.arange(len(doc_lengths)), doc_lengths.long())
-    tok_pos = torch.arange(len(tok_doc)) - (torch.cumsum(doc_lengths.long(), 0) - doc_lengths.long())[tok_doc]
-    tok_w = w[starts[tok_doc] + tok_pos]
-    per_text = nn.functional.embedding_bag(subwords, weight, textcat._offsets(subword_lengths), mode="mean")
+        tok_w = tok_w * scale[tok_doc]
+    per_text = nn.functional.embedding_bag(
+        subwords, weight, textcat._offsets(subword_lengths), mode="mean"
+    ) + nn.functional.embedding(words, weight)
     per_doc = nn.functional.embedding_bag(inverse, per_text, textcat._offsets(doc_lengths), mode="sum", per_sample_weights=tok_w)
     return self.output(ids, offsets, per_sample_weights=w) + per_doc
 

@@ -1,11 +1,9 @@
 """Thinc layers that turn docs into hashed row ids for torch embedding tables."""
 import threading
 from functools import lru_cache
-from itertools import repeat
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy
-import torch
 from spacy.attrs import intify_attr
 from spacy.strings import StringStore, hash_string
 from spacy.tokens import Doc
@@ -82,20 +80,27 @@ def _ngrams_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragg
     return _ngram_ids(model, keys), lambda d: []
 
 
-def _ngram_ids(model: Model, keys_per_doc: List[numpy.ndarray]) -> Ragged:
+def _ngram_ids(model: Model, keys_per_doc: List[numpy.ndarray], min_n: int = 1) -> Ragged:
+    """Each doc's row 0, then the rows of its min_n..ngram_size-grams."""
     ops = _CPU_OPS
     size, rows = model.attrs["ngram_size"], model.attrs["rows"]
     n_hashed = numpy.uint64(rows - 1)
+    doc_lengths = numpy.asarray([len(keys) for keys in keys_per_doc], dtype="int64")
+    if size < min_n:
+        # Row 0 alone (the words-only bag of n-grams and subwords).
+        return Ragged(
+            model.ops.asarray(numpy.zeros((len(keys_per_doc),), dtype="int64")),
+            model.ops.asarray(numpy.ones((len(keys_per_doc),), dtype="int32")),
+        )
     if size == 1 and keys_per_doc:
-        # Words only (the efficiency presets): the whole batch in one step,
+        # Words only (v1/v2's efficiency bag): the whole batch in one step,
         # row 0 inserted where each doc starts.
-        doc_lengths = numpy.asarray([len(keys) for keys in keys_per_doc], dtype="int64")
         rows_of_words = (1 + numpy.concatenate(keys_per_doc) % n_hashed).astype("int64")
         ids = numpy.insert(rows_of_words, numpy.cumsum(doc_lengths) - doc_lengths, 0)
         return Ragged(model.ops.asarray(ids), model.ops.asarray((doc_lengths + 1).astype("int32")))
     bags: List[Ints1d] = []
     for keys in keys_per_doc:
-        grams = [keys] + [ops.ngrams(n, keys) for n in range(2, min(size, len(keys)) + 1)]
+        grams = [ops.ngrams(n, keys) if n > 1 else keys for n in range(min_n, min(size, len(keys)) + 1)]
         bags.append(numpy.concatenate([BIAS_ROW] + [1 + g % n_hashed for g in grams]))
     lengths = numpy.asarray([len(bag) for bag in bags], dtype="int32")
     ids = numpy.concatenate(bags).astype("int64") if bags else numpy.zeros((0,), dtype="int64")
@@ -154,45 +159,43 @@ def _subwords_forward(
     model: Model, docs: List[Doc], is_train: bool
 ) -> Tuple[Tuple[Ragged, Ints1d, Ints1d], Callable]:
     keys = [doc.to_array(model.attrs["attr_id"]).astype("uint64", copy=False) for doc in docs]
-    return _subword_rows(model, keys, docs[0].vocab.strings if docs else StringStore()), lambda d: []
+    subwords, _, inverse, doc_lengths = _subword_rows(model, keys, docs[0].vocab.strings if docs else StringStore())
+    return (subwords, inverse, doc_lengths), lambda d: []
 
 
 def _subword_rows(
     model: Model, keys_per_doc: List[numpy.ndarray], strings: StringStore
-) -> Tuple[Ragged, Ints1d, Ints1d]:
+) -> Tuple[Ragged, numpy.ndarray, Ints1d, Ints1d]:
+    """The subword rows of each distinct text (Ragged), the text keys (on
+    the CPU), each token's index among the texts and each doc's length."""
     settings = (model.attrs["min_n"], model.attrs["max_n"], model.attrs["rows"])
     keys = numpy.concatenate(keys_per_doc) if keys_per_doc else numpy.zeros((0,), dtype="uint64")
-    unique, inverse = _unique(keys)
     table = _SUBWORD_TABLES.get(settings)
     if table is None:
         table = _SUBWORD_TABLES.setdefault(settings, _SubwordTable(settings))
-    subwords, text_lengths = table.rows(unique, strings)
+    subwords, text_lengths, text_keys, inverse = table.lookup(keys, strings)
     doc_lengths = numpy.asarray([len(keys) for keys in keys_per_doc], dtype="int32")
     ops = model.ops
     return (
         Ragged(ops.asarray(subwords), ops.asarray(text_lengths)),
+        text_keys,
         ops.asarray(inverse),
         ops.asarray(doc_lengths),
     )
 
 
-def _unique(keys: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
-    """numpy.unique(keys, return_inverse=True) for uint64 hash keys, the
-    inverse as int64: torch's kernel, several times faster than numpy's
-    argsort. The keys are compared as int64 bits, so the distinct keys come
-    in int64 order; any order serves, as the inverse maps each token to its
-    key."""
-    unique, inverse = torch.unique(torch.from_numpy(keys.view("int64")), sorted=True, return_inverse=True)
-    return unique.numpy().view("uint64"), inverse.numpy()
-
-
 def hashed_ngrams_and_subwords(
     attr: str, ngram_size: int, rows: int, min_n: int, max_n: int
-) -> Model[List[Doc], Tuple[Ragged, Tuple[Ragged, Ints1d, Ints1d]]]:
-    """Docs -> (hashed_ngrams, token_subwords) into one table of `rows`: the
-    input of a bag of n-grams and subwords. (Thinc's `tuplify` would declare
-    an input width, which `add` then tries to read off the docs.) The docs'
-    `attr` arrays are read once for both."""
+) -> Model[List[Doc], Tuple[Ragged, Tuple[Ragged, Ints1d, Ints1d, Ints1d]]]:
+    """Docs -> (ngrams, (subwords, words, inverse, doc_lengths)) in one table
+    of `rows`, the input of a bag of n-grams and subwords: each doc's row 0
+    and the rows of its 2..ngram_size-grams; per distinct `attr` text of the
+    batch, its subword rows (token_subwords) and its word row; per token,
+    the index of its text; per doc, its number of tokens. A text's word row
+    comes once per distinct text, not once per token, so the bag looks up
+    each text once. (Thinc's `tuplify` would declare an input width, which
+    `add` then tries to read off the docs.) The docs' `attr` arrays are read
+    once for both."""
     return Model(
         "hashed_ngrams_and_subwords",
         _pair_forward,
@@ -204,15 +207,21 @@ def _pair_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Tuple,
     ngrams, subwords = model.layers
     keys = [doc.to_array(ngrams.attrs["attr_id"]).astype("uint64", copy=False) for doc in docs]
     strings = docs[0].vocab.strings if docs else StringStore()
-    return (_ngram_ids(ngrams, keys), _subword_rows(subwords, keys, strings)), lambda d: []
+    rows_of_subwords, text_keys, inverse, doc_lengths = _subword_rows(subwords, keys, strings)
+    words = (1 + text_keys % numpy.uint64(ngrams.attrs["rows"] - 1)).astype("int64")
+    return (
+        _ngram_ids(ngrams, keys, min_n=2),
+        (rows_of_subwords, model.ops.asarray(words), inverse, doc_lengths),
+    ), lambda d: []
 
 
 class _SubwordTable:
     """The subword rows of every text seen, for one (min_n, max_n, rows): a
-    slot per text key (the hash of the text, the same in every vocab), and
-    the rows of all slots in one flat array, so that a batch's rows are one
-    vectorised gather rather than a Python loop over its texts. Emptied when
-    it holds MAX_TEXTS texts; a lock keeps threads sharing it consistent."""
+    slot per text key (the hash of the text, the same in every vocab), found
+    through an open-addressing index of the keys, and the rows of all slots
+    in one flat array, so that a batch's lookup and gather are vectorised
+    over its tokens rather than a Python loop. Emptied when it holds
+    MAX_TEXTS texts; a lock keeps threads sharing it consistent."""
 
     MAX_TEXTS = 200_000
 
@@ -221,52 +230,100 @@ class _SubwordTable:
         self.lock = threading.Lock()
         self._clear()
 
+    def __len__(self) -> int:
+        return self.n_texts
+
     def _clear(self) -> None:
-        self.slots: Dict[int, int] = {}
-        self.flat = numpy.zeros((1 << 16,), dtype="int64")
+        self.n_texts = 0
+        self.keys = numpy.zeros((1 << 12,), dtype="uint64")
         self.starts = numpy.zeros((1 << 12,), dtype="int64")
         self.lengths = numpy.zeros((1 << 12,), dtype="int32")
+        self.flat = numpy.zeros((1 << 16,), dtype="int64")
         self.size = 0
+        # The index: at most half full, -1 where free; a key's place is its
+        # low bits (keys are hashes), or the next free one after them.
+        self.index_keys = numpy.zeros((1 << 13,), dtype="int64")
+        self.index_slots = numpy.full((1 << 13,), -1, dtype="int64")
 
-    def rows(self, keys: numpy.ndarray, strings: StringStore) -> Tuple[numpy.ndarray, numpy.ndarray]:
-        """The rows of each text (its key in `keys`, distinct), concatenated,
-        and the number of rows of each."""
-        key_list = keys.tolist()
+    def lookup(
+        self, keys: numpy.ndarray, strings: StringStore
+    ) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+        """For each token's key: the rows of each distinct text, concatenated,
+        the number of rows of each, its key, and each token's index among
+        the distinct texts."""
         with self.lock:
-            slots = numpy.fromiter(map(self.slots.get, key_list, repeat(-1)), dtype="int64", count=len(key_list))
-            missing = numpy.flatnonzero(slots < 0)
-            if len(self.slots) + len(missing) > self.MAX_TEXTS:
-                self._clear()
-                missing = numpy.arange(len(key_list))
-            for i in missing.tolist():
-                slots[i] = self._add(key_list[i], strings)
-            lengths = self.lengths[slots]
-            ends = numpy.cumsum(lengths, dtype="int64")
-            starts = self.starts[slots]
+            slots = self._find(keys.view("int64"))
+            missing = slots < 0
+            if missing.any():
+                new = numpy.unique(keys[missing])
+                if self.n_texts + len(new) > self.MAX_TEXTS:
+                    self._clear()
+                    missing[:] = True
+                    new = numpy.unique(keys)
+                for key, signed in zip(new.tolist(), new.view("int64").tolist()):
+                    self._add(key, signed, strings)
+                slots[missing] = self._find(keys[missing].view("int64"))
+            seen = numpy.zeros((self.n_texts,), dtype="bool")
+            seen[slots] = True
+            distinct = numpy.flatnonzero(seen)
+            position = numpy.empty((self.n_texts,), dtype="int64")
+            position[distinct] = numpy.arange(len(distinct))
+            lengths = self.lengths[distinct]
+            starts = self.starts[distinct]
+            text_keys = self.keys[distinct]
             flat = self.flat
         # Row j of text i is flat[starts[i] + j]: one index per row.
+        ends = numpy.cumsum(lengths, dtype="int64")
         index = numpy.arange(ends[-1] if len(ends) else 0, dtype="int64")
         index += numpy.repeat(starts - (ends - lengths), lengths)
-        return flat[index], lengths
+        return flat[index], lengths, text_keys, position[slots]
 
-    def _add(self, key: int, strings: StringStore) -> int:
+    def _find(self, keys: numpy.ndarray) -> numpy.ndarray:
+        """The slot of each key (int64 view), -1 where it has none."""
+        mask = len(self.index_slots) - 1
+        at = keys & mask
+        slots = self.index_slots[at]
+        pending = numpy.flatnonzero((slots >= 0) & (self.index_keys[at] != keys))
+        while len(pending):
+            # Taken by another key: look at the next place.
+            here = at[pending] = (at[pending] + 1) & mask
+            slots[pending] = self.index_slots[here]
+            pending = pending[(slots[pending] >= 0) & (self.index_keys[here] != keys[pending])]
+        return slots
+
+    def _add(self, key: int, signed: int, strings: StringStore) -> None:
+        """A slot for a new key (`signed`: its int64 view)."""
         min_n, max_n, rows = self.settings
         wrapped = f"<{strings[key]}>"
         hashes = [hash_string(wrapped[i : i + n]) for n in range(min_n, max_n + 1) for i in range(len(wrapped) - n + 1)]
         ids = (1 + numpy.asarray(hashes, dtype="uint64") % numpy.uint64(rows - 1)).astype("int64")
-        slot = len(self.slots)
+        slot = self.n_texts
         if slot == len(self.starts):
-            self.starts = numpy.concatenate([self.starts, numpy.zeros_like(self.starts)])
-            self.lengths = numpy.concatenate([self.lengths, numpy.zeros_like(self.lengths)])
+            self.keys, self.starts, self.lengths = (
+                numpy.concatenate([a, numpy.zeros_like(a)]) for a in (self.keys, self.starts, self.lengths)
+            )
         while self.size + len(ids) > len(self.flat):
             # A new array, never resized in place: a batch still gathering
             # from the old one (outside the lock) keeps it.
             self.flat = numpy.concatenate([self.flat, numpy.zeros_like(self.flat)])
         self.flat[self.size : self.size + len(ids)] = ids
-        self.starts[slot], self.lengths[slot] = self.size, len(ids)
+        self.keys[slot], self.starts[slot], self.lengths[slot] = key, self.size, len(ids)
         self.size += len(ids)
-        self.slots[key] = slot
-        return slot
+        self.n_texts += 1
+        if 2 * self.n_texts > len(self.index_slots):
+            capacity = 2 * len(self.index_slots)
+            self.index_keys = numpy.zeros((capacity,), dtype="int64")
+            self.index_slots = numpy.full((capacity,), -1, dtype="int64")
+            for old, old_signed in enumerate(self.keys[: self.n_texts - 1].view("int64").tolist()):
+                self._place(old_signed, old)
+        self._place(signed, slot)
+
+    def _place(self, signed: int, slot: int) -> None:
+        mask = len(self.index_slots) - 1
+        at = signed & mask
+        while self.index_slots[at] >= 0:
+            at = (at + 1) & mask
+        self.index_keys[at], self.index_slots[at] = signed, slot
 
 
 _SUBWORD_TABLES: Dict[Tuple[int, int, int], _SubwordTable] = {}

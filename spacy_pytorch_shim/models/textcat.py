@@ -63,9 +63,12 @@ class BagOfNgramsAndSubwords(BagOfNgrams):
         lengths: torch.Tensor,
         subwords: torch.Tensor,
         subword_lengths: torch.Tensor,
+        words: torch.Tensor,
         inverse: torch.Tensor,
         doc_lengths: torch.Tensor,
     ) -> torch.Tensor:
+        """ids/lengths: each doc's row 0 and its longer n-grams; per distinct
+        text, its subword rows and its word row; per token, its text."""
         lengths, doc_lengths = lengths.long(), doc_lengths.long()
         offsets = _offsets(lengths)
         scale = self._doc_scale(doc_lengths)
@@ -74,9 +77,10 @@ class BagOfNgramsAndSubwords(BagOfNgrams):
             id_weights = torch.repeat_interleave(scale, lengths)
             id_weights[offsets] = 1.0  # each doc's bag starts with its bias row
             token_weights = torch.repeat_interleave(scale, doc_lengths)
+        weight, sparse = self.output.weight, self.output.sparse
         per_text = nn.functional.embedding_bag(
-            subwords, self.output.weight, _offsets(subword_lengths), mode="mean", sparse=self.output.sparse
-        )
+            subwords, weight, _offsets(subword_lengths), mode="mean", sparse=sparse
+        ) + nn.functional.embedding(words, weight, sparse=sparse)
         per_doc = nn.functional.embedding_bag(
             inverse, per_text, _offsets(doc_lengths), mode="sum", per_sample_weights=token_weights
         )
@@ -269,9 +273,9 @@ def _build_textcat(
 
 
 def _convert_ngrams_and_subwords(model: Model, X: Tuple, is_train: bool) -> Tuple[ArgsKwargs, Callable]:
-    """(n-gram ids, (subwords, inverse, doc lengths)) -> the module's six
-    integer arguments; nothing to backpropagate into."""
-    ngrams, (subwords, inverse, doc_lengths) = X
+    """(n-gram ids, (subwords, words, inverse, doc lengths)) -> the module's
+    seven integer arguments; nothing to backpropagate into."""
+    ngrams, (subwords, words, inverse, doc_lengths) = X
     device = model.shims[0].device
-    arrays = (ngrams.dataXd, ngrams.lengths, subwords.dataXd, subwords.lengths, inverse, doc_lengths)
+    arrays = (ngrams.dataXd, ngrams.lengths, subwords.dataXd, subwords.lengths, words, inverse, doc_lengths)
     return ArgsKwargs(args=tuple(xp2torch(a, device=device) for a in arrays), kwargs={}), lambda _: (None, None)

@@ -405,6 +405,7 @@ def test_the_subword_bag_has_sparse_gradients_and_trains_as_dense():
     args = (
         torch.tensor([0, 4, 5, 0, 6]), torch.tensor([3, 2]),  # n-grams per doc
         torch.tensor([7, 8, 9, 8, 10]), torch.tensor([3, 2]),  # subwords per distinct text
+        torch.tensor([11, 5]),  # word row of each distinct text
         torch.tensor([0, 1, 1]), torch.tensor([2, 1]),  # text of each token, tokens per doc
     )
     target = numpy.asarray([[1.0, 0.0], [0.0, 1.0]], dtype="f")

@@ -150,10 +150,10 @@ def test_the_subword_table_grows_and_empties_without_changing_any_row(monkeypatc
         # Each batch repeats some words of the previous one.
         batch = words[max(0, start - 200) : start + 1000]
         doc = nlp.make_doc(" ".join(batch))
-        before = len(features._SUBWORD_TABLES.get((3, 5, ROWS), features._SubwordTable((3, 5, ROWS))).slots)
+        before = len(features._SUBWORD_TABLES.get((3, 5, ROWS), features._SubwordTable((3, 5, ROWS))))
         (subwords, inverse, _), _ = layer.begin_update([doc])
         table = features._SUBWORD_TABLES[(3, 5, ROWS)]
-        cleared += len(table.slots) < before
+        cleared += len(table) < before
         largest = max(largest, len(table.flat))
         rows = numpy.split(subwords.dataXd, numpy.cumsum(subwords.lengths)[:-1])
         for token, row in zip(doc, inverse):
@@ -251,3 +251,58 @@ def test_v4_scores_no_docs_and_empty_docs_with_the_bias(docs):
     numpy.testing.assert_allclose(
         model.predict([empty, empty]), numpy.tile(bag(model).output.weight.detach().numpy()[0], (2, 1))
     )
+
+
+def test_the_pair_gives_longer_ngrams_per_doc_and_a_word_row_per_distinct_text(docs):
+    """hashed_ngrams_and_subwords: row 0 and the 2..ngram_size-grams per doc;
+    per distinct lowercased text its subword rows and its word row, each
+    token pointing at its text."""
+    from spacy.attrs import LOWER
+    from thinc.api import NumpyOps
+
+    from spacy_pytorch_shim.models.features import hashed_ngrams_and_subwords
+
+    for ngram_size in (1, 2, 3):
+        layer = hashed_ngrams_and_subwords("LOWER", ngram_size, ROWS, 3, 5)
+        ngrams, (subwords, words, inverse, doc_lengths) = layer.predict(docs)
+        bags = numpy.split(ngrams.dataXd, numpy.cumsum(ngrams.lengths)[:-1])
+        texts = numpy.split(subwords.dataXd, numpy.cumsum(subwords.lengths)[:-1])
+        tokens = [token for doc in docs for token in doc]
+        assert list(doc_lengths) == [len(doc) for doc in docs]
+        assert len(words) == len(texts) == len({token.lower_ for token in tokens})
+        for token, text in zip(tokens, inverse):
+            assert words[text] == 1 + hash_string(token.lower_) % (ROWS - 1)
+            assert list(texts[text]) == expected_subwords(token.text, 3, 5)
+        for doc, bag in zip(docs, bags):
+            keys = doc.to_array(LOWER)
+            expected = [0]
+            for n in range(2, min(ngram_size, len(doc)) + 1):
+                expected += [1 + int(g) % (ROWS - 1) for g in NumpyOps().ngrams(n, keys)]
+            assert bag.tolist() == expected, (ngram_size, doc.text)
+
+
+def test_texts_whose_keys_share_their_low_bits_each_get_their_own_rows(monkeypatch):
+    """The subword table's index places a key by its low bits: words picked
+    so that their keys all land on one place of it still each find their
+    own rows, in any order and mixed with other words."""
+    from spacy_pytorch_shim.models import features
+
+    monkeypatch.setattr(features, "_SUBWORD_TABLES", {})
+    rng = numpy.random.default_rng(0)
+    letters = numpy.array(list("abcdefghijklmnopqrstuvwxyz"))
+    places = {}
+    for _ in range(100_000):
+        word = "".join(rng.choice(letters, size=6))
+        places.setdefault(hash_string(word) & ((1 << 13) - 1), set()).add(word)
+    crowded = sorted(max(places.values(), key=len))
+    assert len(crowded) >= 10
+    others = sorted(next(words for words in places.values() if not words & set(crowded)))
+    nlp = spacy.blank("en")
+    layer = token_subwords("LOWER", 3, 5, ROWS)
+    for batch in (crowded[::2] + others, crowded[::-1], crowded + others + crowded):
+        doc = nlp.make_doc(" ".join(batch))
+        (subwords, inverse, _), _ = layer.begin_update([doc])
+        rows = numpy.split(subwords.dataXd, numpy.cumsum(subwords.lengths)[:-1])
+        for token, row in zip(doc, inverse):
+            assert list(rows[row]) == expected_subwords(token.text, 3, 5), token.text
+    assert len(features._SUBWORD_TABLES[(3, 5, ROWS)]) == len(set(crowded + others))
