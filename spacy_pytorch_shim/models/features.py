@@ -85,7 +85,6 @@ def _ngram_ids(model: Model, keys_per_doc: List[numpy.ndarray], min_n: int = 1) 
     ops = _CPU_OPS
     size, rows = model.attrs["ngram_size"], model.attrs["rows"]
     n_hashed = numpy.uint64(rows - 1)
-    doc_lengths = numpy.asarray([len(keys) for keys in keys_per_doc], dtype="int64")
     if size < min_n:
         # Row 0 alone (the words-only bag of n-grams and subwords).
         return Ragged(
@@ -95,6 +94,7 @@ def _ngram_ids(model: Model, keys_per_doc: List[numpy.ndarray], min_n: int = 1) 
     if size == 1 and keys_per_doc:
         # Words only (v1/v2's efficiency bag): the whole batch in one step,
         # row 0 inserted where each doc starts.
+        doc_lengths = numpy.asarray([len(keys) for keys in keys_per_doc], dtype="int64")
         rows_of_words = (1 + numpy.concatenate(keys_per_doc) % n_hashed).astype("int64")
         ids = numpy.insert(rows_of_words, numpy.cumsum(doc_lengths) - doc_lengths, 0)
         return Ragged(model.ops.asarray(ids), model.ops.asarray((doc_lengths + 1).astype("int32")))
