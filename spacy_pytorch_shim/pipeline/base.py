@@ -336,9 +336,6 @@ class TorchLabelledPipe(TrainablePipe):
         keys, each of the same kind as now, labels unique non-empty strings."""
         if not isinstance(cfg, dict):
             return "the cfg is not a JSON object"
-        unknown = sorted(set(cfg) - set(self.cfg) - {"initialized"})
-        if unknown:
-            return f"unknown cfg keys {unknown}"
         labels = cfg.get("labels", [])
         if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
             return f"labels must be a list of non-empty strings, got {labels!r}"
@@ -349,8 +346,10 @@ class TorchLabelledPipe(TrainablePipe):
             return f"masked_labels {masked!r} must be a list of the labels"
         if not isinstance(cfg.get("initialized", False), bool):
             return f"initialized must be true or false, got {cfg['initialized']!r}"
+        # The keys both know first: a mismatch there (a multi-label pipeline
+        # for an exclusive component) says more than the keys only one has.
         for key, value in cfg.items():
-            if key in ("labels", "masked_labels", "initialized"):
+            if key in ("labels", "masked_labels", "initialized") or key not in self.cfg:
                 continue
             current = self.cfg[key]
             if isinstance(current, bool) or isinstance(value, bool):
@@ -358,4 +357,7 @@ class TorchLabelledPipe(TrainablePipe):
                     return f"{key!r} is {value!r} in the data but {current!r} for this component"
             elif isinstance(current, numbers.Real) and not isinstance(value, numbers.Real):
                 return f"{key!r} must be a number, got {value!r}"
+        unknown = sorted(set(cfg) - set(self.cfg) - {"initialized"})
+        if unknown:
+            return f"unknown cfg keys {unknown}"
         return None

@@ -1,5 +1,6 @@
 """`torch_textcat` (exclusive classes) and `torch_textcat_multilabel`: two
 classes over one base, like spaCy's `textcat` and `textcat_multilabel`."""
+import math
 import numbers
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -80,15 +81,23 @@ def make_torch_textcat(
     default_config={
         "model": Config().from_str(DEFAULT_MULTILABEL_MODEL)["model"],
         "threshold": 0.5,
+        "logit_adjustment": 0.0,
         "scorer": {"@scorers": "spacy.textcat_multilabel_scorer.v2"},
     },
     default_score_weights=SCORE_WEIGHTS,
 )
 def make_torch_textcat_multilabel(
-    nlp: Language, name: str, model: Model[List[Doc], Floats2d], threshold: float, scorer: Optional[Callable]
+    nlp: Language,
+    name: str,
+    model: Model[List[Doc], Floats2d],
+    threshold: float,
+    logit_adjustment: float,
+    scorer: Optional[Callable],
 ) -> "TorchMultiLabelTextCategorizer":
     """Multi-label text classification (independent sigmoids) with a torch model."""
-    return TorchMultiLabelTextCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer)
+    return TorchMultiLabelTextCategorizer(
+        nlp.vocab, model, name, threshold=threshold, logit_adjustment=logit_adjustment, scorer=scorer
+    )
 
 
 class TorchTextCategorizerBase(TorchLabelledPipe):
@@ -129,11 +138,16 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
         docs = list(docs)
         if not any(len(doc) for doc in docs):
             return self.model.ops.alloc2f(len(docs), len(self.labels))
-        probs = self._activate(self.model.predict(docs))
+        probs = self._activate(self._decision_logits(self.model.predict(docs)))
         empty = [i for i, doc in enumerate(docs) if not len(doc)]
         if empty:
             probs[self.model.ops.xp.asarray(empty)] = 0.0
         return probs
+
+    def _decision_logits(self, logits: Floats2d) -> Floats2d:
+        """The logits `predict` makes probabilities of; training uses the
+        model's own."""
+        return logits
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         """Probabilities from logits, with masked labels at exactly 0."""
@@ -295,7 +309,18 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
 
 
 class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
-    """Multi-label: an independent sigmoid per label."""
+    """Multi-label: an independent sigmoid per label.
+
+    `logit_adjustment` (tau, >= 0) is post-hoc logit adjustment for rare
+    labels: `predict` raises each label's logit by tau * log(negatives /
+    positives) of the label in the training data (counted at `initialize`,
+    kept in cfg["label_log_odds"]), so the 0.5 threshold of a label seen in 1%
+    of the texts falls where the model's own probability is 1 / (1 + 99 **
+    tau). Training is unchanged and the order of the scores of each label is
+    too (AUC cannot move); a rare label's probability seldom reaches 0.5, so
+    its F is otherwise near 0. Labels added after `initialize` are not
+    adjusted.
+    """
 
     exclusive = False
     factory = "torch_textcat_multilabel"
@@ -308,29 +333,76 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
         name: str = "textcat_multilabel",
         *,
         threshold: float,
+        logit_adjustment: float = 0.0,
         scorer: Optional[Callable] = textcat_multilabel_score,
     ):
-        super().__init__(vocab, model, name, threshold=threshold, scorer=scorer)
+        problem = _logit_adjustment_problem(logit_adjustment)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
+        super().__init__(
+            vocab, model, name, threshold=threshold, scorer=scorer,
+            logit_adjustment=float(logit_adjustment), label_log_odds={},
+        )
 
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
         super().initialize(get_examples, nlp=nlp, labels=labels)
-        self._warn_if_exclusive(get_examples())
-
-    def _warn_if_exclusive(self, examples: Iterable[Example]) -> None:
-        """Exactly one positive label in every example is exclusive data, which
-        a softmax (`torch_textcat`) models better than independent sigmoids."""
-        n_examples = 0
-        for eg in examples:
-            n_examples += 1
-            if sum(1 for v in eg.reference.cats.values() if v == 1.0) != 1:
-                return
-        if n_examples > 1:
+        n_examples, n_single, positives, annotated = self._count_labels(get_examples())
+        self.cfg["label_log_odds"] = {
+            label: math.log(max(annotated[label] - positives[label], 1.0) / max(positives[label], 1.0))
+            for label in self.labels
+            if annotated[label]
+        }
+        if n_examples > 1 and n_single == n_examples:
+            # Exactly one positive label in every example is exclusive data,
+            # which a softmax models better than independent sigmoids.
             warnings.warn(
                 f"{self.name}: every one of the {n_examples} training examples has exactly "
                 f"one positive label: if the labels exclude each other, torch_textcat "
                 f"(a softmax over the labels) usually does better than "
                 f"torch_textcat_multilabel"
             )
+
+    def _count_labels(self, examples: Iterable[Example]) -> Tuple[int, int, Dict[str, float], Dict[str, int]]:
+        """The examples, those with exactly one positive label, and per label
+        the sum of its gold values and the examples that give one."""
+        positives = dict.fromkeys(self.labels, 0.0)
+        annotated = dict.fromkeys(self.labels, 0)
+        n_examples = n_single = 0
+        for eg in examples:
+            n_examples += 1
+            cats = eg.reference.cats
+            n_single += sum(1 for v in cats.values() if v == 1.0) == 1
+            for label, value in cats.items():
+                if label in annotated:
+                    annotated[label] += 1
+                    positives[label] += float(value)
+        return n_examples, n_single, positives, annotated
+
+    def _decision_logits(self, logits: Floats2d) -> Floats2d:
+        tau = self.cfg["logit_adjustment"]
+        log_odds = self.cfg["label_log_odds"]
+        if not tau or not log_odds:
+            return logits
+        offsets = self.model.ops.asarray1f([tau * log_odds.get(label, 0.0) for label in self.labels])
+        return logits + offsets
+
+    def _cfg_problem(self, cfg: Any) -> Optional[str]:
+        problem = super()._cfg_problem(cfg)
+        if problem or not isinstance(cfg, dict):
+            return problem
+        if "logit_adjustment" in cfg:
+            problem = _logit_adjustment_problem(cfg["logit_adjustment"])
+            if problem:
+                return problem
+        log_odds = cfg.get("label_log_odds", {})
+        if not isinstance(log_odds, dict) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in log_odds.values()
+        ):
+            return f"label_log_odds must map labels to finite numbers, got {log_odds!r}"
+        unknown = sorted(set(log_odds) - set(cfg.get("labels", self.labels)))
+        if unknown:
+            return f"label_log_odds has labels {unknown} that are not among the labels"
+        return None
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         probs = self.model.ops.sigmoid(logits)
@@ -342,6 +414,12 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
     def _cross_entropy(self, probs: Floats2d, truths: Floats2d, not_missing: Floats2d) -> float:
         xp = self.model.ops.xp
         return float(-(not_missing * (truths * xp.log(probs + EPS) + (1 - truths) * xp.log(1 - probs + EPS))).sum())
+
+
+def _logit_adjustment_problem(value: Any) -> Optional[str]:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        return f"logit_adjustment must be a finite number >= 0 (0: off), got {value!r}"
+    return None
 
 
 __all__ = [

@@ -3,8 +3,11 @@ serialization and bad input."""
 import numpy
 import pytest
 import spacy
+import srsly
 from spacy.training import Example
-from thinc.api import Adam
+from thinc.api import Adam, fix_random_seed
+
+from spacy_pytorch_shim.models.serialization import ModelLoadError
 
 TRAIN = [
     ("I love this film so much", {"POS": 1.0, "NEG": 0.0}),
@@ -268,3 +271,78 @@ def test_constructors_take_spacys_defaults():
     multilabel = nlp.add_pipe("torch_textcat_multilabel", config=CFG).model
     textcat = TorchMultiLabelTextCategorizer(nlp.vocab, multilabel, threshold=0.5)
     assert textcat.name == "textcat_multilabel" and textcat.scorer is not None
+
+
+RARE = [
+    ("the parcel is late again", {"LATE": 1.0, "LOST": 0.0}),
+    ("my parcel never came", {"LATE": 0.0, "LOST": 1.0}),
+    ("thanks, all arrived fine", {"LATE": 0.0, "LOST": 0.0}),
+    ("great service today", {"LATE": 0.0, "LOST": 0.0}),
+    ("quick and friendly", {"LATE": 0.0, "LOST": 0.0}),
+    ("the parcel is late", {"LATE": 1.0, "LOST": 0.0}),
+    ("no complaints at all", {"LATE": 0.0}),
+]
+
+
+def multilabel_nlp(logit_adjustment):
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("torch_textcat_multilabel", name="textcat", config={**CFG, "logit_adjustment": logit_adjustment})
+    egs = examples(nlp, RARE)
+    nlp.initialize(lambda: egs)
+    return nlp, egs
+
+
+def test_logit_adjustment_raises_each_labels_logit_by_tau_times_its_training_log_odds():
+    nlp, egs = multilabel_nlp(0.5)
+    pipe = nlp.get_pipe("textcat")
+    # LATE: 2 positives of 7 annotations; LOST: 1 of 6.
+    assert pipe.cfg["label_log_odds"] == pytest.approx({"LATE": numpy.log(5 / 2), "LOST": numpy.log(5 / 1)})
+    train(nlp, egs, Adam(0.01), steps=10)
+    docs = [nlp.make_doc(text) for text, _ in RARE]
+    raw = pipe._activate(pipe.model.predict(docs))
+    adjusted = pipe.predict(docs)
+    logit = lambda p: numpy.log(p / (1 - p))
+    offsets = logit(adjusted) - logit(raw)
+    assert offsets == pytest.approx(numpy.tile([0.5 * numpy.log(2.5), 0.5 * numpy.log(5.0)], (len(docs), 1)), abs=1e-3)
+    # doc.cats is what predict gives; the order of each label's scores is kept.
+    assert [doc.cats["LOST"] for doc in nlp.pipe(text for text, _ in RARE)] == pytest.approx(adjusted[:, 1].tolist(), abs=1e-6)
+    assert list(numpy.argsort(raw[:, 0])) == list(numpy.argsort(adjusted[:, 0]))
+
+
+def test_logit_adjustment_zero_is_the_models_own_probabilities_and_training_ignores_it():
+    plain, egs = multilabel_nlp(0.0)
+    adjusted, _ = multilabel_nlp(2.0)
+    texts = [text for text, _ in RARE]
+    for nlp in (plain, adjusted):
+        train(nlp, examples(nlp, RARE), Adam(0.01), steps=5)
+    p_plain = plain.get_pipe("textcat")
+    p_adjusted = adjusted.get_pipe("textcat")
+    docs = [plain.make_doc(text) for text in texts]
+    assert p_plain.predict(docs) == pytest.approx(p_plain._activate(p_plain.model.predict(docs)))
+    # The same seeds and updates: the models are the same, only predict differs.
+    assert p_adjusted.model.predict(docs) == pytest.approx(p_plain.model.predict(docs), abs=1e-5)
+    assert (p_adjusted.predict(docs) > p_plain.predict(docs)).all()
+
+
+def test_logit_adjustment_survives_disk_and_bad_values_are_clear_errors(tmp_path):
+    nlp, _ = multilabel_nlp(0.25)
+    before = cats(nlp, ["a late parcel"])
+    nlp.to_disk(tmp_path / "p")
+    loaded = spacy.load(tmp_path / "p")
+    assert loaded.get_pipe("textcat").cfg["label_log_odds"] == pytest.approx(nlp.get_pipe("textcat").cfg["label_log_odds"])
+    assert cats(loaded, ["a late parcel"]) == before
+    with pytest.raises(ValueError, match="logit_adjustment must be a finite number >= 0"):
+        make = spacy.blank("en")
+        make.add_pipe("torch_textcat_multilabel", config={**CFG, "logit_adjustment": -0.5})
+    cfg_path = tmp_path / "p" / "textcat" / "cfg"
+    for key, value, message in [
+        ("label_log_odds", {"LATE": "high"}, "label_log_odds must map labels to finite numbers"),
+        ("label_log_odds", {"ELSEWHERE": 1.0}, r"label_log_odds has labels \['ELSEWHERE'\]"),
+        ("logit_adjustment", -1.0, "logit_adjustment must be a finite number >= 0"),
+    ]:
+        cfg = srsly.read_json(tmp_path / "p" / "textcat" / "cfg")
+        cfg[key] = value
+        srsly.write_json(cfg_path, cfg)
+        with pytest.raises(ModelLoadError, match=message):
+            spacy.load(tmp_path / "p")
