@@ -333,16 +333,14 @@ def test_logit_adjustment_survives_disk_and_bad_values_are_clear_errors(tmp_path
     assert loaded.get_pipe("textcat").cfg["label_log_odds"] == pytest.approx(nlp.get_pipe("textcat").cfg["label_log_odds"])
     assert cats(loaded, ["a late parcel"]) == before
     with pytest.raises(ValueError, match="logit_adjustment must be a finite number >= 0"):
-        make = spacy.blank("en")
-        make.add_pipe("torch_textcat_multilabel", config={**CFG, "logit_adjustment": -0.5})
+        spacy.blank("en").add_pipe("torch_textcat_multilabel", config={**CFG, "logit_adjustment": -0.5})
     cfg_path = tmp_path / "p" / "textcat" / "cfg"
+    saved = srsly.read_json(cfg_path)
     for key, value, message in [
         ("label_log_odds", {"LATE": "high"}, "label_log_odds must map labels to finite numbers"),
         ("label_log_odds", {"ELSEWHERE": 1.0}, r"label_log_odds has labels \['ELSEWHERE'\]"),
         ("logit_adjustment", -1.0, "logit_adjustment must be a finite number >= 0"),
     ]:
-        cfg = srsly.read_json(tmp_path / "p" / "textcat" / "cfg")
-        cfg[key] = value
-        srsly.write_json(cfg_path, cfg)
+        srsly.write_json(cfg_path, {**saved, key: value})
         with pytest.raises(ModelLoadError, match=message):
             spacy.load(tmp_path / "p")
