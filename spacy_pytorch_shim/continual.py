@@ -16,7 +16,6 @@ from spacy.language import Language
 from spacy.training import Corpus, Example
 
 from .pipeline.base import TorchLabelledPipe
-from .pipeline.distill import ContinualSettings
 from .pipeline.ner import TorchEntityRecognizer
 
 
@@ -43,7 +42,7 @@ def learn_without_forgetting_v1(
         students = {
             name: pipe
             for name, pipe in nlp.components
-            if isinstance(pipe, TorchLabelledPipe) and pipe._teacher is not None
+            if isinstance(pipe, TorchLabelledPipe) and pipe.teacher is not None
         }
         for setting, value in (("new_labels", new_labels), ("annotated_labels", annotated_labels)):
             for name in value:
@@ -68,7 +67,7 @@ def learn_without_forgetting_v1(
         for name, pipe in students.items():
             for label in new_labels.get(name, []):
                 pipe.add_label(label)
-            teacher_labels = set(pipe._teacher.known)
+            teacher_labels = set(pipe.teacher.known)
             annotated = annotated_labels.get(name, [label for label in pipe.labels if label not in teacher_labels])
             unknown = [label for label in annotated if label not in pipe.labels]
             if unknown:
@@ -76,7 +75,7 @@ def learn_without_forgetting_v1(
                     f"learn_without_forgetting: annotated_labels of '{name}' has {unknown}, not "
                     f"labels of the component {list(pipe.labels)} (add them in new_labels)"
                 )
-            pipe._continual = ContinualSettings(annotated=frozenset(annotated))
+            pipe.learn_without_forgetting(annotated)
         return nlp
 
     return after_init

@@ -1,20 +1,12 @@
-"""Annotate corpora with a trained pipeline on a Ray cluster: streamed
-shards, exactly once, resumable (docs/ray.md). Needs the `ray` extra:
-`pip install "spacy-pytorch-shim[ray]"`; Ray itself is imported only when a
-run starts."""
-from .ray_annotate import AnnotateResult, AnnotationError, WorkerStats, annotate, read_annotations
-from .inputs import InputError
-from .manifest import ERRORS, MANIFEST, OutputError, PipelineError
+"""Deprecated name of `spacy_pytorch_shim.annotate` (Ray annotation), kept
+importable for one release."""
+import warnings
 
-__all__ = [
-    "annotate",
-    "read_annotations",
-    "AnnotateResult",
-    "WorkerStats",
-    "AnnotationError",
-    "InputError",
-    "OutputError",
-    "PipelineError",
-    "MANIFEST",
-    "ERRORS",
-]
+from ..annotate import *  # noqa: F401,F403
+from ..annotate import __all__  # noqa: F401
+
+warnings.warn(
+    "spacy_pytorch_shim.distributed is now spacy_pytorch_shim.annotate; the old name goes in the next release",
+    DeprecationWarning,
+    stacklevel=2,
+)

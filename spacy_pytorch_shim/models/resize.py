@@ -5,7 +5,7 @@ output biases take `bias_fill`); shrinking drops the last rows/columns. The
 layer is changed in place (hooks, subclasses and references to the layer stay
 valid) and returned.
 """
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from thinc.api import Model, get_array_module
@@ -69,7 +69,7 @@ def resize_output(model: Model, new_nO: int) -> Model:
     """spaCy's `model.attrs["resize_output"]` for wrapped modules built with
     `output_layer=`: resizes the outputs of every such layer in `model` (a
     Linear's rows, an embedding table's columns) and their optimizer state."""
-    nodes = [node for node in model.walk() if _is_wrapper(node) and "torch_output_layer" in node.attrs]
+    nodes = _output_nodes(model)
     if not nodes:
         raise ValueError(f"Model '{model.name}' holds no TorchWrapper with attrs['torch_output_layer']")
     old_widths = set()
@@ -77,10 +77,7 @@ def resize_output(model: Model, new_nO: int) -> Model:
         layer_name = node.attrs["torch_output_layer"]
         layer = node.shims[0].module.get_submodule(layer_name)
         old_widths.add(output_width(layer))
-        if isinstance(layer, torch.nn.Linear):
-            resize_layer(node, layer_name, out_features=new_nO, bias_fill=node.attrs["output_bias_fill"])
-        else:
-            resize_layer(node, layer_name, embedding_dim=new_nO)
+        resize_layer(node, layer_name, **_output_sizes(node, layer, new_nO))
     # Thinc keeps the output width in dims["nO"], on the wrappers and on the
     # combinators (chain, add) that output what they output.
     resized = set(map(id, nodes))
@@ -90,6 +87,43 @@ def resize_output(model: Model, new_nO: int) -> Model:
         )):
             node.set_dim("nO", new_nO, force=True)
     return model
+
+
+def resized_output_shapes(model: Model, new_nO: int) -> Dict[int, Dict[str, Tuple[int, ...]]]:
+    """The parameter shapes that `resize_output(model, new_nO)` gives the
+    output layers, by shim id and parameter name, without resizing anything
+    (loading checks saved weights against them before it resizes)."""
+    shapes: Dict[int, Dict[str, Tuple[int, ...]]] = {}
+    for node in _output_nodes(model):
+        layer_name = node.attrs["torch_output_layer"]
+        layer = node.shims[0].module.get_submodule(layer_name)
+        sizes = _resized_shapes(layer, **_output_sizes(node, layer, new_nO))
+        shapes[node.shims[0].id] = {f"{layer_name}.{name}": shape for name, shape in sizes.items()}
+    return shapes
+
+
+def _output_nodes(model: Model) -> List[Model]:
+    return [node for node in model.walk() if _is_wrapper(node) and "torch_output_layer" in node.attrs]
+
+
+def _output_sizes(node: Model, layer: torch.nn.Module, new_nO: int) -> Dict[str, Any]:
+    """The resize that gives `layer` `new_nO` outputs: a Linear's rows (new
+    biases at the wrapper's `output_bias_fill`), an embedding's columns."""
+    if isinstance(layer, torch.nn.Linear):
+        return {"out_features": new_nO, "bias_fill": node.attrs["output_bias_fill"]}
+    return {"embedding_dim": new_nO}
+
+
+def _resized_shapes(layer: torch.nn.Module, **sizes: Any) -> Dict[str, Tuple[int, ...]]:
+    """The shapes of `layer`'s parameters after `resize_linear` or
+    `resize_embedding` with `sizes`."""
+    size = lambda name: getattr(layer, name) if sizes.get(name) is None else sizes[name]
+    if isinstance(layer, torch.nn.Linear):
+        shapes = {"weight": (size("out_features"), size("in_features"))}
+        if layer.bias is not None:
+            shapes["bias"] = (size("out_features"),)
+        return shapes
+    return {"weight": (size("num_embeddings"), size("embedding_dim"))}
 
 
 def output_width(layer: torch.nn.Module) -> int:

@@ -16,10 +16,10 @@ from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.types import ArgsKwargs
 from thinc.util import iterate_recursive, xp2torch
 
-from ..parallel.sync import all_reduce_gradients, gradients_to_sync, sync_active
+from . import collective
 from .convert import to_array
 from .optimizer import StateCache, fused_step, supports_fused
-from .serialization import load_module_bytes, module_to_bytes
+from .weights import load_module_bytes, module_to_bytes
 
 MAX_OPTIMIZERS = 4
 
@@ -172,10 +172,11 @@ class TorchShim(Shim):
         overflowed is skipped (and the loss scale lowered)."""
         self._remember(optimizer)
         self._densify_sparse_gradients()
-        if sync_active():
+        ranks = collective.current()
+        if ranks is not None:
             # Data-parallel training: the gradients of the global batch on
-            # every rank, before any use of them (spacy_pytorch_shim.parallel).
-            all_reduce_gradients(self, gradients_to_sync(self._model))
+            # every rank, before any use of them.
+            ranks.reduce_gradients(self)
         names: List[str] = []
         params: List[torch.Tensor] = []
         grads: List[torch.Tensor] = []

@@ -77,6 +77,28 @@ def TorchWrapper(
     )
 
 
+def build_torch_wrapper(
+    module: torch.nn.Module,
+    *,
+    output_layer: Optional[str] = None,
+    input_layer: Optional[str] = None,
+    output_bias_fill: float = 0.0,
+    output_dropout: bool = False,
+    mixed_precision: bool = False,
+) -> Model[Any, Any]:
+    """"spacy-pytorch-shim.TorchWrapper.v1": `TorchWrapper` with the
+    arguments a config can give (the `module` block is built by another
+    registered function)."""
+    return TorchWrapper(
+        module,
+        output_layer=output_layer,
+        input_layer=input_layer,
+        output_bias_fill=output_bias_fill,
+        output_dropout=output_dropout,
+        mixed_precision=mixed_precision,
+    )
+
+
 def forward(model: Model, X: Any, is_train: bool) -> Tuple[Any, Callable]:
     shim = model.shims[0]
     output_dropout = model.attrs["output_dropout"]

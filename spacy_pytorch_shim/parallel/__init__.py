@@ -1,6 +1,10 @@
-"""Data-parallel training on torch.distributed: `spacy train-distributed`
-(see docs/distributed-training.md). Only the gradient sync is imported here:
-the shim imports it, and the training entry needs spaCy's training loop."""
-from .sync import all_reduce_gradients, gradients_to_sync, sync_active
+"""Deprecated name of `spacy_pytorch_shim.data_parallel` (data-parallel
+training), kept importable for one release: `python -m torch.distributed.run
+... -m spacy_pytorch_shim.parallel.train` still runs."""
+import warnings
 
-__all__ = ["all_reduce_gradients", "gradients_to_sync", "sync_active"]
+warnings.warn(
+    "spacy_pytorch_shim.parallel is now spacy_pytorch_shim.data_parallel; the old name goes in the next release",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -2,33 +2,25 @@
 after training, resizing the model to the labels (deferred, so adding many
 labels costs one resize), and loading that checks everything before it
 changes anything."""
+import copy
 import numbers
-from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy
 import srsly
-import torch
 from spacy import util
 from spacy.errors import Errors
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
-from spacy.training import Example, validate_get_examples
+from spacy.language import Language
+from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Model
+from thinc.api import Model, set_dropout_rate
 
-from ..models.resize import resize_output
-from ..models.serialization import (
-    ModelLoadError,
-    ModelState,
-    ShapeOverrides,
-    keep_gc_state,
-    read_model_bytes,
-    read_msgpack,
-)
-from ..models.torch_shim import TorchShim
-from ..parallel.sync import labels_seen_on_any_rank
+from ..models import collective
+from ..models.resize import resize_output, resized_output_shapes
+from ..models.serialization import ModelLoadError, ModelState, keep_gc_state, read_model_bytes, read_msgpack
 from . import distill
 
 N_INIT_EXAMPLES = 10
@@ -71,8 +63,13 @@ class TorchLabelledPipe(TrainablePipe):
         method that reaches them calls this first.)"""
         if self._outputs_stale:
             self._outputs_stale = False
-            model = TrainablePipe.model.__get__(self)
-            model.attrs["resize_output"](model, self.n_outputs(len(self.labels)))
+            self._resize_model(self.n_outputs(len(self.labels)))
+
+    def _resize_model(self, n_out: int) -> None:
+        """`attrs["resize_output"]`, whose result is the model from now on
+        (as spaCy assigns it: a resize function may return a new model)."""
+        model = TrainablePipe.model.__get__(self)
+        TrainablePipe.model.__set__(self, model.attrs["resize_output"](model, n_out))
 
     # ------------------------------------------------------------- labels
     @property
@@ -119,7 +116,10 @@ class TorchLabelledPipe(TrainablePipe):
     def unmask(self, labels: Iterable[str]) -> None:
         masked = self.cfg["masked_labels"]
         if masked:
-            seen = labels_seen_on_any_rank(masked, set(labels))
+            seen = set(labels)
+            ranks = collective.current()
+            if ranks is not None:
+                seen = ranks.labels_seen(masked, seen)
             self.cfg["masked_labels"] = [label for label in masked if label not in seen]
 
     def label_mask(self) -> Optional[numpy.ndarray]:
@@ -130,12 +130,51 @@ class TorchLabelledPipe(TrainablePipe):
         return numpy.asarray([label in masked for label in self.labels], dtype=bool)
 
     # -------------------------------------------------------- initialization
-    def _initialize_labels(self, get_examples: Callable[[], Iterable[Example]], labels: Optional[Iterable[str]]) -> List[Example]:
+    # True for a component whose `_count_example` needs every training
+    # example; otherwise initialize with labels given reads only a sample.
+    reads_whole_corpus = False
+
+    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
+        """Labels from `labels` or from the examples, the model's outputs
+        sized to them, then the model initialized on a sample; the training
+        data is read once."""
+        self._initialize(get_examples, labels, {})
+
+    def _initialize(self, get_examples: Callable[[], Iterable[Example]], labels: Optional[Iterable[str]], options: Dict[str, Any]) -> None:
+        """The one initialization sequence; `options` are the subclass's own
+        `initialize` arguments, for `_configure`."""
         validate_get_examples(get_examples, f"{type(self).__name__}.initialize")
+        sample, found, counts = self._read_examples(get_examples(), need_labels=labels is None)
         if labels is None:
             # Labels added before initialize stay, like spaCy's own components.
-            labels = list(self.labels) + self.labels_from_examples(get_examples())
-        labels = list(labels)
+            labels = list(self.labels) + found
+        self._set_labels(list(labels))
+        self._configure(sample, counts, **options)
+        # No sample (labels given, get_examples yields nothing): a one-word
+        # doc, as spaCy's Language.initialize uses without examples.
+        docs = [eg.predicted for eg in sample] or [Doc(self.vocab, words=["x"])]
+        self.model.initialize(X=docs)
+        self.cfg["initialized"] = True
+
+    def _read_examples(self, examples: Iterable[Example], *, need_labels: bool) -> Tuple[List[Example], List[str], Dict[str, Any]]:
+        """In one pass: the first N_INIT_EXAMPLES examples, the labels they
+        all have (when needed) and the subclass's counts (`_count_example`)."""
+        sample: List[Example] = []
+        found: Dict[str, None] = {}
+        counts: Dict[str, Any] = {}
+        whole = need_labels or self.reads_whole_corpus
+        for eg in examples:
+            if len(sample) < N_INIT_EXAMPLES:
+                sample.append(eg)
+            elif not whole:
+                break
+            if need_labels:
+                found.update(dict.fromkeys(self.example_labels(eg)))
+            if self.reads_whole_corpus:
+                self._count_example(eg, counts)
+        return sample, list(found), counts
+
+    def _set_labels(self, labels: List[str]) -> None:
         for label in labels:
             self._check_label(label)
         labels = list(dict.fromkeys(labels))
@@ -147,13 +186,19 @@ class TorchLabelledPipe(TrainablePipe):
         self.cfg["masked_labels"] = []
         for label in self.labels:
             self.vocab.strings.add(label)
-        model = TrainablePipe.model.__get__(self)
-        model.attrs["resize_output"](model, self.n_outputs(len(self.labels)))
+        self._resize_model(self.n_outputs(len(self.labels)))
         self._outputs_stale = False
-        return list(islice(get_examples(), N_INIT_EXAMPLES))
 
-    def labels_from_examples(self, examples: Iterable[Example]) -> List[str]:
+    def example_labels(self, example: Example) -> Iterable[str]:
+        """The labels one training example has (for initialize)."""
         raise NotImplementedError
+
+    def _count_example(self, example: Example, counts: Dict[str, Any]) -> None:
+        """Add what the subclass counts over the training data (with
+        `reads_whole_corpus`) to `counts`."""
+
+    def _configure(self, sample: List[Example], counts: Dict[str, Any], **options: Any) -> None:
+        """The subclass's part of initialize, once the labels are set."""
 
     def _no_labels(self) -> None:
         """Initialization found no labels (none given, none in the examples)."""
@@ -161,13 +206,6 @@ class TorchLabelledPipe(TrainablePipe):
             f"{Errors.E143.format(name=self.name)} (No labels were found in the "
             f"examples and none were given: pass labels= or use `spacy init labels`.)"
         )
-
-    def _finish_initialize(self, sample: List[Example]) -> None:
-        # No sample (labels given, get_examples yields nothing): a one-word
-        # doc, as spaCy's Language.initialize uses without examples.
-        docs = [eg.predicted for eg in sample] or [Doc(self.vocab, words=["x"])]
-        self.model.initialize(X=docs)
-        self.cfg["initialized"] = True
 
     # ------------------------------------------------------------- spaCy API
     def use_params(self, params: Dict) -> Iterator[None]:
@@ -179,41 +217,94 @@ class TorchLabelledPipe(TrainablePipe):
     def finish_update(self, sgd) -> None:
         self.model.finish_update(sgd)
 
-    # ------------------------------------- rehearsal and continued training
-    # The teacher (distill.Teacher) and, while continuing training without
-    # forgetting, its settings (distill.ContinualSettings): training state,
-    # never saved. Each component names its loss (one of distill.py's:
-    # pipe, teacher, examples, logits, teacher logits, use_gold -> loss, grad).
-    _teacher: Optional[distill.Teacher] = None
-    _continual: Optional[distill.ContinualSettings] = None
-    distillation_loss: Optional[Callable] = None
-
-    @property
-    def _rehearsal_model(self) -> Optional[Model]:
-        """The model `nlp.resume_training()` copies (spaCy sets this attribute
-        on every pipe that has it); kept with the labels it has outputs for."""
-        return None if self._teacher is None else self._teacher.model
-
-    @_rehearsal_model.setter
-    def _rehearsal_model(self, model: Optional[Model]) -> None:
-        self._teacher = distill.make_teacher(self, model)
-
-    def rehearse(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-        """TrainablePipe.rehearse: learn to predict what the model copied by
-        `nlp.resume_training()` predicts on the examples' docs."""
-        return distill.rehearse(self, examples, drop=drop, sgd=sgd, losses=losses)
-
+    # -------------------------------------------------------------- training
     def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-        """TrainablePipe.update, or, while continuing training without
-        forgetting, the gold where it annotates and the teacher elsewhere."""
-        if self._continual is None:
-            return self._update_from_gold(list(examples), drop=drop, sgd=sgd, losses=losses)
-        return distill.update_without_forgetting(self, list(examples), drop=drop, sgd=sgd, losses=losses)
+        """TrainablePipe.update, after checking the gold and unmasking the
+        labels it trains; while continuing training without forgetting, the
+        gold where it annotates and the teacher elsewhere."""
+        examples = list(examples)
+        validate_examples(examples, f"{type(self).__name__}.update")
+        self._validate_gold(examples)
+        self.unmask(self._gold_labels(examples))
+        self._sync_outputs()
+        if self.continual is None:
+            return self._update_from_gold(examples, drop=drop, sgd=sgd, losses=losses)
+        if self.teacher is None:
+            raise ValueError(
+                f"Component '{self.name}' is set to continue training without forgetting but has no "
+                f"teacher: call nlp.resume_training() (spacy train does for sourced components)"
+            )
+        return self._update_from_teacher(examples, drop=drop, sgd=sgd, losses=losses, use_gold=True)
+
+    def _validate_gold(self, examples: List[Example]) -> None:
+        """Raise on gold annotation the component cannot learn from."""
+
+    def _gold_labels(self, examples: List[Example]) -> Iterable[str]:
+        """The labels the examples' gold trains (they are unmasked)."""
+        raise NotImplementedError
 
     def _update_from_gold(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]]) -> Dict[str, float]:
         """The plain update: TrainablePipe's (a component whose `get_loss`
         does not take the model's raw output overrides it)."""
         return super().update(examples, drop=drop, sgd=sgd, losses=losses)
+
+    # ------------------------------------- rehearsal and continued training
+    # The teacher (distill.Teacher) and, while continuing training without
+    # forgetting, its settings (distill.ContinualSettings): training state,
+    # never saved.
+    teacher: Optional[distill.Teacher] = None
+    continual: Optional[distill.ContinualSettings] = None
+
+    @property
+    def _rehearsal_model(self) -> Optional[Model]:
+        """The model `nlp.resume_training()` copies (spaCy sets this attribute
+        on every pipe that has it); kept with the labels it has outputs for."""
+        return None if self.teacher is None else self.teacher.model
+
+    @_rehearsal_model.setter
+    def _rehearsal_model(self, model: Optional[Model]) -> None:
+        self.teacher = None if model is None else distill.Teacher(model, self.labels, frozenset(self.cfg["masked_labels"]))
+
+    def learn_without_forgetting(self, annotated: Iterable[str]) -> None:
+        """From now on, `update` learns from the gold where the data
+        annotates and holds to the teacher's predictions elsewhere
+        (`annotated`: NER's labels that the data annotates completely)."""
+        self.continual = distill.ContinualSettings(annotated=frozenset(annotated))
+
+    def rehearse(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        """TrainablePipe.rehearse: learn to predict what the model copied by
+        `nlp.resume_training()` predicts on the examples' docs (their gold is
+        not used); nothing without a teacher."""
+        examples = list(examples)
+        validate_examples(examples, f"{type(self).__name__}.rehearse")
+        if self.teacher is None:
+            if losses is None:
+                losses = {}
+            losses.setdefault(self.name, 0.0)
+            return losses
+        return self._update_from_teacher(examples, drop=drop, sgd=sgd, losses=losses, use_gold=False)
+
+    def _update_from_teacher(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]], use_gold: bool) -> Dict[str, float]:
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        docs = [eg.predicted for eg in examples]
+        if not any(len(doc) for doc in docs):
+            return losses
+        teacher_logits = self.teacher.model.predict(docs)
+        set_dropout_rate(self.model, drop)
+        logits, backprop = self.model.begin_update(docs)
+        loss, d_logits = self.distillation_loss(examples, logits, teacher_logits, use_gold=use_gold)
+        backprop(d_logits)
+        if sgd not in (None, False):
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def distillation_loss(self, examples: List[Example], logits: Any, teacher_logits: Any, *, use_gold: bool) -> Tuple[float, Any]:
+        """The loss against the teacher's outputs (and, with `use_gold`, the
+        gold where it annotates) and its gradient for `logits` (distill.py)."""
+        raise NotImplementedError
 
     # --------------------------------------------------------- serialization
     def to_bytes(self, *, exclude=tuple()) -> bytes:
@@ -278,48 +369,42 @@ class TorchLabelledPipe(TrainablePipe):
                 raise ModelLoadError(f"Could not load component '{self.name}': {sources.get(key, key)} is missing")
         cfg = self._read_cfg(found["cfg"], sources["cfg"]) if "cfg" in found else {}
         labels = cfg.get("labels", self.cfg["labels"])
-        n_out = self.n_outputs(len(labels)) if labels else None
         model = TrainablePipe.model.__get__(self)
+        n_out = self.n_outputs(len(labels)) if labels and "resize_output" in model.attrs else None
         state: Optional[ModelState] = None
         if "model" in found:
-            shapes = self._output_shapes(model, n_out)
-            if shapes is None:
-                # A custom resize_output: the expected sizes are only known after it.
-                model.attrs["resize_output"](model, n_out)
-                shapes = {}
-            state = read_model_bytes(model, found["model"], source=sources["model"], shapes=shapes, allow_nonfinite=allow_nonfinite)
+            state = self._check_model(model, n_out, found["model"], sources["model"], allow_nonfinite)
         if load_vocab is not None:
             load_vocab()
         self.cfg.update(cfg)
-        if n_out is not None and "resize_output" in model.attrs:
-            model.attrs["resize_output"](model, n_out)
+        if n_out is not None:
+            self._resize_model(n_out)
         self._outputs_stale = False
+        if "model" in found and state is None:
+            # Checked on a resized copy: now read into the resized model.
+            state = read_model_bytes(TrainablePipe.model.__get__(self), found["model"], source=sources["model"], allow_nonfinite=allow_nonfinite)
         if state is not None:
             try:
                 state.apply()
             except AttributeError:
                 raise ValueError(Errors.E149) from None
 
-    def _output_shapes(self, model: Model, n_out: Optional[int]) -> Optional[ShapeOverrides]:
-        """The shapes that resizing to `n_out` outputs gives the output layers
-        (as `resize_output` resizes them: a Linear's rows, an embedding's
-        columns), by shim id; None for a resize function of another kind."""
+    @staticmethod
+    def _check_model(model: Model, n_out: Optional[int], data: bytes, source: str, allow_nonfinite: bool) -> Optional[ModelState]:
+        """Read and check `data` against `model` as resizing it to `n_out`
+        outputs will shape it, without changing `model`. With our
+        `resize_output` the shapes it will give are known, and the state read
+        is returned; a resize function of another kind is run on a copy of
+        the model to check the data, and None is returned (the data must be
+        read again into the model once it is resized)."""
         if n_out is None:
-            return {}
-        if model.attrs.get("resize_output") is not resize_output:
-            return None
-        shapes: Dict[int, Dict[str, Tuple[int, ...]]] = {}
-        for node in model.walk():
-            if "torch_output_layer" not in node.attrs or not any(isinstance(s, TorchShim) for s in node.shims):
-                continue
-            layer_name = node.attrs["torch_output_layer"]
-            layer = node.shims[0].module.get_submodule(layer_name)
-            if isinstance(layer, torch.nn.Linear):
-                sizes = {"weight": (n_out, layer.in_features), "bias": (n_out,)}
-            else:
-                sizes = {"weight": (layer.num_embeddings, n_out)}
-            shapes[node.shims[0].id] = {f"{layer_name}.{k}": v for k, v in sizes.items()}
-        return shapes
+            return read_model_bytes(model, data, source=source, allow_nonfinite=allow_nonfinite)
+        resize = model.attrs["resize_output"]
+        if resize is resize_output:
+            shapes = resized_output_shapes(model, n_out)
+            return read_model_bytes(model, data, source=source, shapes=shapes, allow_nonfinite=allow_nonfinite)
+        read_model_bytes(resize(copy.deepcopy(model), n_out), data, source=source, allow_nonfinite=allow_nonfinite)
+        return None
 
     def _read_cfg(self, data: bytes, source: str) -> Dict[str, Any]:
         try:

@@ -20,16 +20,17 @@ or doc (textcat), over a subset of the student's outputs:
   others negative, and the teacher's distribution over its own labels is
   kept as well (learning without forgetting, Li & Hoiem 2016).
 
-The losses are computed from the model's logits here, independently of the
-components' `get_loss`; the gold is read by the components' own helpers
-(`_gold_ids` of torch_ner, `_truths` of the text classifiers).
+The components own the state and the update (`teacher`, `continual`,
+`rehearse`, `distillation_loss`); the losses here are plain functions of the
+logits, the labels and the gold the components read (torch_ner's tag ids,
+the text classifiers' truths), independent of the components' `get_loss`.
 """
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy
-from spacy.training import Example, validate_examples
-from thinc.api import Model, set_dropout_rate
+from thinc.api import Model, Ops
+from thinc.types import Floats2d
 
 from . import biluo
 
@@ -59,69 +60,17 @@ class ContinualSettings:
     annotated: FrozenSet[str]
 
 
-def make_teacher(pipe, model: Optional[Model]) -> Optional[Teacher]:
-    """The teacher for the model `nlp.resume_training` copied from `pipe`."""
-    if model is None:
-        return None
-    return Teacher(model, tuple(pipe.labels), frozenset(pipe.cfg["masked_labels"]))
-
-
-def rehearse(pipe, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-    """`TrainablePipe.rehearse`: one update towards the teacher's predictions
-    on the examples' docs (their gold is not used); nothing without a teacher."""
-    if losses is None:
-        losses = {}
-    losses.setdefault(pipe.name, 0.0)
-    examples = list(examples)
-    validate_examples(examples, f"{type(pipe).__name__}.rehearse")
-    if pipe._teacher is None:
-        return losses
-    return _distill_update(pipe, examples, drop=drop, sgd=sgd, losses=losses, use_gold=False)
-
-
-def update_without_forgetting(pipe, examples: List[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-    """`update` of a component in continued training: gold plus teacher."""
-    if losses is None:
-        losses = {}
-    losses.setdefault(pipe.name, 0.0)
-    if pipe._teacher is None:
-        raise ValueError(
-            f"Component '{pipe.name}' is set to continue training without forgetting but has no "
-            f"teacher: call nlp.resume_training() (spacy train does for sourced components)"
-        )
-    return _distill_update(pipe, examples, drop=drop, sgd=sgd, losses=losses, use_gold=True)
-
-
-def _distill_update(pipe, examples: List[Example], *, drop: float, sgd, losses: Dict[str, float], use_gold: bool) -> Dict[str, float]:
-    docs = [eg.predicted for eg in examples]
-    if not any(len(doc) for doc in docs):
-        return losses
-    model = pipe.model
-    teacher = pipe._teacher
-    teacher_out = teacher.model.predict(docs)
-    set_dropout_rate(model, drop)
-    scores, backprop = model.begin_update(docs)
-    if pipe.distillation_loss is None:
-        raise TypeError(f"Component '{pipe.name}' ({type(pipe).__name__}) has no distillation loss")
-    loss, d_scores = pipe.distillation_loss(pipe, teacher, examples, scores, teacher_out, use_gold)
-    backprop(d_scores)
-    if sgd not in (None, False):
-        pipe.finish_update(sgd)
-    losses[pipe.name] += loss
-    return losses
-
-
 # ------------------------------------------------------------------ helpers
-def _teacher_columns(pipe, teacher: Teacher, columns) -> Tuple[numpy.ndarray, numpy.ndarray]:
-    """For each label the teacher knows (and the student still has): its
-    columns in the teacher's output and in the student's, via `columns(index)`
-    giving a label's columns."""
+def _teacher_columns(labels: Sequence[str], teacher: Teacher, columns) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """For each label the teacher knows (and the student, with `labels`,
+    still has): its columns in the teacher's output and in the student's,
+    via `columns(index)` giving a label's columns."""
     t_cols, s_cols = [], []
     for t_index, label in enumerate(teacher.labels):
-        if label in teacher.masked or label not in pipe.labels:
+        if label in teacher.masked or label not in labels:
             continue
         t_cols.extend(columns(t_index))
-        s_cols.extend(columns(pipe.labels.index(label)))
+        s_cols.extend(columns(labels.index(label)))
     return numpy.asarray(t_cols, dtype="int64"), numpy.asarray(s_cols, dtype="int64")
 
 
@@ -159,28 +108,38 @@ def _renormalize(target: numpy.ndarray, fallback_column: Optional[int] = None) -
 
 
 # ---------------------------------------------------------------------- NER
-def ner_distillation_loss(pipe, teacher: Teacher, examples: List[Example], logits, teacher_logits, use_gold: bool):
+def ner_distillation_loss(
+    ops: Ops,
+    teacher: Teacher,
+    *,
+    labels: Sequence[str],
+    label_mask: Optional[numpy.ndarray],
+    outside_loss_weight: float,
+    annotated: FrozenSet[str],
+    logits: List[Floats2d],
+    teacher_logits: List[Floats2d],
+    gold: Optional[List[numpy.ndarray]],
+) -> Tuple[float, List[Floats2d]]:
     """Per token, over the BILUO tags (see the module docstring); gold-"O"
-    targets weighted by `outside_loss_weight` as in `get_loss`; summed."""
-    ops = pipe.model.ops
-    n_tags = len(pipe.tags)
+    targets weighted by `outside_loss_weight` as in torch_ner's `get_loss`;
+    summed. `gold`: each doc's gold tag ids (-1: missing), or None to
+    rehearse; `annotated`: the labels a gold "O" rules out."""
+    n_tags = biluo.n_tags(len(labels))
     per_label = lambda i: [biluo.tag_column(i, p) for p in (biluo.B, biluo.I, biluo.L, biluo.U)]
-    t_cols, s_cols = _teacher_columns(pipe, teacher, per_label)
+    t_cols, s_cols = _teacher_columns(labels, teacher, per_label)
     t_cols, s_cols = numpy.concatenate([[0], t_cols]).astype("int64"), numpy.concatenate([[0], s_cols]).astype("int64")
-    student_masked = biluo.tag_mask(pipe.label_mask())
+    student_masked = biluo.tag_mask(label_mask)
     usable = numpy.ones(n_tags, dtype=bool) if student_masked is None else ~student_masked
     teacher_allowed = numpy.zeros(n_tags, dtype=bool)
     teacher_allowed[s_cols] = True
-    annotated = numpy.zeros(n_tags, dtype=bool)
-    if use_gold:
-        for label in pipe._continual.annotated:
-            if label in pipe.labels:
-                annotated[per_label(pipe.labels.index(label))] = True
-    tag_index = {tag: i for i, tag in enumerate(pipe.tags)}
-    weight_o = pipe.cfg["outside_loss_weight"]
+    annotated_tags = numpy.zeros(n_tags, dtype=bool)
+    if gold is not None:
+        for label in annotated:
+            if label in labels:
+                annotated_tags[per_label(list(labels).index(label))] = True
     loss = 0.0
     d_logits = []
-    for eg, z, zt in zip(examples, logits, teacher_logits):
+    for i, (z, zt) in enumerate(zip(logits, teacher_logits)):
         z = ops.to_numpy(z).astype("float32")
         zt = ops.to_numpy(zt).astype("float32")
         n = len(z)
@@ -191,19 +150,19 @@ def ner_distillation_loss(pipe, teacher: Teacher, examples: List[Example], logit
         t_allowed[t_cols] = True
         teacher_probs = numpy.zeros((n, n_tags), dtype="float32")
         teacher_probs[:, s_cols] = _softmax_over(zt, t_allowed)[:, t_cols]
-        gold = pipe._gold_ids(eg, tag_index) if use_gold else numpy.full((n,), -1, dtype="int64")
+        ids = gold[i] if gold is not None else numpy.full((n,), -1, dtype="int64")
         allowed = numpy.tile(teacher_allowed & usable, (n, 1))
         target = teacher_probs.copy()
-        entity = numpy.flatnonzero(gold > 0)
+        entity = numpy.flatnonzero(ids > 0)
         allowed[entity] = usable
         target[entity] = 0.0
-        target[entity, gold[entity]] = 1.0
-        outside = gold == 0
-        allowed[outside] |= annotated & usable
-        target[numpy.ix_(outside, annotated)] = 0.0
+        target[entity, ids[entity]] = 1.0
+        outside = ids == 0
+        allowed[outside] |= annotated_tags & usable
+        target[numpy.ix_(outside, annotated_tags)] = 0.0
         target[outside] = _renormalize(target[outside], fallback_column=0)
         target *= allowed
-        weight = 1.0 - (1.0 - weight_o) * target[:, 0] * outside
+        weight = 1.0 - (1.0 - outside_loss_weight) * target[:, 0] * outside
         token_loss, d = _soft_cross_entropy(z, allowed, target, weight)
         loss += token_loss
         d_logits.append(ops.asarray(d))
@@ -211,33 +170,40 @@ def ner_distillation_loss(pipe, teacher: Teacher, examples: List[Example], logit
 
 
 # ------------------------------------------------------------------ textcat
-def _textcat_parts(pipe, teacher: Teacher, examples, logits, teacher_logits, activate):
-    ops = pipe.model.ops
+def _textcat_parts(ops: Ops, teacher: Teacher, labels, label_mask, logits, teacher_logits, activate):
     z = ops.to_numpy(logits).astype("float32")
     zt = ops.to_numpy(teacher_logits).astype("float32")
-    t_cols, s_cols = _teacher_columns(pipe, teacher, lambda i: [i])
+    t_cols, s_cols = _teacher_columns(labels, teacher, lambda i: [i])
     t_allowed = numpy.zeros(zt.shape[1], dtype=bool)
     t_allowed[t_cols] = True
     teacher_probs = numpy.zeros_like(z)
     teacher_probs[:, s_cols] = activate(zt, t_allowed)[:, t_cols]
     teacher_allowed = numpy.zeros(z.shape[1], dtype=bool)
     teacher_allowed[s_cols] = True
-    mask = pipe.label_mask()
-    usable = numpy.ones(z.shape[1], dtype=bool) if mask is None else ~mask
+    usable = numpy.ones(z.shape[1], dtype=bool) if label_mask is None else ~label_mask
     return z, teacher_probs, teacher_allowed & usable, usable
 
 
-def exclusive_distillation_loss(pipe, teacher: Teacher, examples: List[Example], logits, teacher_logits, use_gold: bool):
-    """Per doc, over the softmax (see the module docstring); averaged."""
-    ops = pipe.model.ops
-    z, teacher_probs, teacher_allowed, usable = _textcat_parts(pipe, teacher, examples, logits, teacher_logits, _softmax_over)
+def exclusive_distillation_loss(
+    ops: Ops,
+    teacher: Teacher,
+    *,
+    labels: Sequence[str],
+    label_mask: Optional[numpy.ndarray],
+    logits: Floats2d,
+    teacher_logits: Floats2d,
+    gold: Optional[Tuple[numpy.ndarray, numpy.ndarray]],
+) -> Tuple[float, Floats2d]:
+    """Per doc, over the softmax (see the module docstring); averaged.
+    `gold`: the docs' (truths, not_missing), or None to rehearse."""
+    z, teacher_probs, teacher_allowed, usable = _textcat_parts(ops, teacher, labels, label_mask, logits, teacher_logits, _softmax_over)
     n = len(z)
     # Teacher term: the student's distribution over the teacher's labels.
     keep_allowed = numpy.tile(teacher_allowed, (n, 1))
-    if not use_gold:
+    if gold is None:
         loss, d = _soft_cross_entropy(z, keep_allowed, teacher_probs * keep_allowed)
         return loss / n, ops.asarray(d / n)
-    truths, not_missing = (ops.to_numpy(a) for a in pipe._truths(examples))
+    truths, not_missing = gold
     positive = ((truths * not_missing) >= 1.0).any(axis=1)
     # Gold term: one-hot over every label where a label is positive; else the
     # labels given as 0 are ruled out and the teacher fills in the rest.
@@ -258,16 +224,25 @@ def _sigmoid(z: numpy.ndarray, allowed: numpy.ndarray) -> numpy.ndarray:
     return numpy.where(allowed, 1.0 / (1.0 + numpy.exp(-z)), 0.0)
 
 
-def multilabel_distillation_loss(pipe, teacher: Teacher, examples: List[Example], logits, teacher_logits, use_gold: bool):
+def multilabel_distillation_loss(
+    ops: Ops,
+    teacher: Teacher,
+    *,
+    labels: Sequence[str],
+    label_mask: Optional[numpy.ndarray],
+    logits: Floats2d,
+    teacher_logits: Floats2d,
+    gold: Optional[Tuple[numpy.ndarray, numpy.ndarray]],
+) -> Tuple[float, Floats2d]:
     """Per doc and label, binary cross-entropy against the gold where
-    `doc.cats` has the label, else the teacher's probability; averaged."""
-    ops = pipe.model.ops
-    z, teacher_probs, teacher_allowed, usable = _textcat_parts(pipe, teacher, examples, logits, teacher_logits, _sigmoid)
+    `doc.cats` has the label, else the teacher's probability; averaged.
+    `gold`: the docs' (truths, not_missing), or None to rehearse."""
+    z, teacher_probs, teacher_allowed, usable = _textcat_parts(ops, teacher, labels, label_mask, logits, teacher_logits, _sigmoid)
     n = len(z)
     weight = numpy.tile(teacher_allowed, (n, 1)).astype("float32")
     target = teacher_probs
-    if use_gold:
-        truths, not_missing = (ops.to_numpy(a) for a in pipe._truths(examples))
+    if gold is not None:
+        truths, not_missing = gold
         target = numpy.where(not_missing > 0, truths, teacher_probs)
         weight = numpy.maximum(weight, not_missing) * usable
     probs = 1.0 / (1.0 + numpy.exp(-z))
@@ -280,9 +255,6 @@ __all__ = [
     "ContinualSettings",
     "Teacher",
     "exclusive_distillation_loss",
-    "make_teacher",
     "multilabel_distillation_loss",
     "ner_distillation_loss",
-    "rehearse",
-    "update_without_forgetting",
 ]

@@ -100,7 +100,6 @@ class TorchEntityRecognizer(TorchLabelledPipe):
     # get_loss sums over the batch's tokens (data-parallel training sums the
     # ranks' gradients as they are).
     loss_reduction = "sum"
-    distillation_loss = staticmethod(distill.ner_distillation_loss)
 
     def __init__(
         self,
@@ -137,24 +136,20 @@ class TorchEntityRecognizer(TorchLabelledPipe):
         names, "O" then B/I/L/U-label)."""
         return self.tags
 
-    def labels_from_examples(self, examples: Iterable[Example]) -> List[str]:
-        labels: Dict[str, None] = {}
-        for eg in examples:
-            labels.update(dict.fromkeys(ent.label_ for ent in eg.reference.ents))
+    def example_labels(self, example: Example) -> List[str]:
+        labels = [ent.label_ for ent in example.reference.ents]
         for label in labels:
             _check_not_negated(label)
-        return list(labels)
+        return labels
 
     def _no_labels(self) -> None:
         """No labels is a valid tagger (every token "O"), as with spaCy's `ner`:
         `spacy assemble` works, and labels can be added later."""
 
-    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
+    def _configure(self, sample: List[Example], counts: Dict) -> None:
         util.check_lexeme_norms(self.vocab, "torch_ner")
-        sample = self._initialize_labels(get_examples, labels)
         # Untrained labels are masked: nothing is predicted until updates train them.
         self.cfg["masked_labels"] = list(self.labels)
-        self._finish_initialize(sample)
 
     # ------------------------------------------------------------ prediction
     def predict(self, docs: Iterable[Doc]) -> List[Floats2d]:
@@ -199,12 +194,8 @@ class TorchEntityRecognizer(TorchLabelledPipe):
                 doc.spans[spans_key] = group
 
     # -------------------------------------------------------------- training
-    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-        examples = list(examples)
-        validate_examples(examples, f"{type(self).__name__}.update")
-        self.unmask(ent.label_ for eg in examples for ent in eg.reference.ents)
-        self._sync_outputs()
-        return super().update(examples, drop=drop, sgd=sgd, losses=losses)
+    def _gold_labels(self, examples: List[Example]) -> Iterable[str]:
+        return (ent.label_ for eg in examples for ent in eg.reference.ents)
 
     def get_loss(self, examples: Iterable[Example], logits: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
         """Token-level cross-entropy over the tags, with gold-"O" tokens
@@ -279,6 +270,24 @@ class TorchEntityRecognizer(TorchLabelledPipe):
                         f"as missing annotation. Add it with add_label('{label}') to learn it."
                     )
         return ids
+
+
+    def distillation_loss(self, examples: List[Example], logits: List[Floats2d], teacher_logits: List[Floats2d], *, use_gold: bool) -> Tuple[float, List[Floats2d]]:
+        gold = None
+        if use_gold:
+            tag_index = {tag: i for i, tag in enumerate(self.tags)}
+            gold = [self._gold_ids(eg, tag_index) for eg in examples]
+        return distill.ner_distillation_loss(
+            self.model.ops,
+            self.teacher,
+            labels=self.labels,
+            label_mask=self.label_mask(),
+            outside_loss_weight=self.cfg["outside_loss_weight"],
+            annotated=self.continual.annotated if use_gold else frozenset(),
+            logits=logits,
+            teacher_logits=teacher_logits,
+            gold=gold,
+        )
 
 
 def _check_not_negated(label: str) -> None:

@@ -121,16 +121,11 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
             )
         super().__init__(vocab, model, name, scorer=scorer, exclusive=self.exclusive, threshold=threshold, **cfg)
 
-    def labels_from_examples(self, examples: Iterable[Example]) -> List[str]:
-        labels: Dict[str, None] = {}
-        for eg in examples:
-            labels.update(dict.fromkeys(eg.reference.cats))
-        return list(labels)
+    def example_labels(self, example: Example) -> Iterable[str]:
+        return example.reference.cats
 
-    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
-        sample = self._initialize_labels(get_examples, labels)
-        self._validate_categories(sample)
-        self._finish_initialize(sample)
+    def _configure(self, sample: List[Example], counts: Dict[str, Any]) -> None:
+        self._validate_gold(sample)
 
     def predict(self, docs: Iterable[Doc]) -> Floats2d:
         """Probabilities (n_docs, n_labels); a doc without tokens scores 0.0
@@ -161,15 +156,8 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
         for doc, row in zip(docs, self.model.ops.to_numpy(scores).tolist()):
             doc.cats.update(zip(labels, row))
 
-    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-        examples = list(examples)
-        validate_examples(examples, f"{type(self).__name__}.update")
-        self._validate_categories(examples)
-        self.unmask(
-            label for eg in examples for label, value in eg.reference.cats.items() if value > 0
-        )
-        self._sync_outputs()
-        return super().update(examples, drop=drop, sgd=sgd, losses=losses)
+    def _gold_labels(self, examples: List[Example]) -> Iterable[str]:
+        return (label for eg in examples for label, value in eg.reference.cats.items() if value > 0)
 
     def _update_from_gold(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]]) -> Dict[str, float]:
         """TrainablePipe.update, with the model's logits made probabilities
@@ -217,7 +205,14 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
                     not_missing[i, j] = 0.0
         return self.model.ops.asarray(truths), self.model.ops.asarray(not_missing)
 
-    def _validate_categories(self, examples: Iterable[Example]) -> None:
+    def _distillation_inputs(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, use_gold: bool) -> Dict[str, Any]:
+        """The arguments of distill.py's text-classification losses."""
+        gold = None
+        if use_gold:
+            gold = tuple(self.model.ops.to_numpy(a) for a in self._truths(examples))
+        return {"labels": self.labels, "label_mask": self.label_mask(), "logits": logits, "teacher_logits": teacher_logits, "gold": gold}
+
+    def _validate_gold(self, examples: List[Example]) -> None:
         """Gold values are numbers (of any Python or numpy type) in [0, 1]."""
         for eg in examples:
             for label, value in eg.reference.cats.items():
@@ -239,7 +234,6 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
 
     exclusive = True
     factory = "torch_textcat"
-    distillation_loss = staticmethod(distill.exclusive_distillation_loss)
 
     def __init__(
         self,
@@ -262,7 +256,9 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
     ) -> None:
         """As spaCy's textcat: at least two labels (E867), and `positive_label`
         one of exactly two (E920, E919), then the scorer's `cats_score`."""
-        sample = self._initialize_labels(get_examples, labels)
+        self._initialize(get_examples, labels, {"positive_label": positive_label})
+
+    def _configure(self, sample: List[Example], counts: Dict[str, Any], *, positive_label: Optional[str] = None) -> None:
         if len(self.labels) < 2:
             raise ValueError(Errors.E867)
         if positive_label is not None:
@@ -271,8 +267,11 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
             if len(self.labels) != 2:
                 raise ValueError(Errors.E919.format(pos_label=positive_label, labels=self.labels))
         self.cfg["positive_label"] = positive_label
-        self._validate_categories(sample)
-        self._finish_initialize(sample)
+        super()._configure(sample, counts)
+
+    def distillation_loss(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, *, use_gold: bool) -> Tuple[float, Floats2d]:
+        inputs = self._distillation_inputs(examples, logits, teacher_logits, use_gold)
+        return distill.exclusive_distillation_loss(self.model.ops, self.teacher, **inputs)
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         mask = self.label_mask()
@@ -284,9 +283,8 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
     def _cross_entropy(self, probs: Floats2d, truths: Floats2d, not_missing: Floats2d) -> float:
         return float(-(truths * not_missing * self.model.ops.xp.log(probs + EPS)).sum())
 
-    def _validate_categories(self, examples: Iterable[Example]) -> None:
-        examples = list(examples)
-        super()._validate_categories(examples)
+    def _validate_gold(self, examples: List[Example]) -> None:
+        super()._validate_gold(examples)
         for eg in examples:
             cats = eg.reference.cats
             for label, value in cats.items():
@@ -324,7 +322,8 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
 
     exclusive = False
     factory = "torch_textcat_multilabel"
-    distillation_loss = staticmethod(distill.multilabel_distillation_loss)
+    # The label counts behind cfg["label_log_odds"] need every example.
+    reads_whole_corpus = True
 
     def __init__(
         self,
@@ -344,15 +343,28 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
             logit_adjustment=float(logit_adjustment), label_log_odds={},
         )
 
-    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Iterable[str]] = None) -> None:
-        super().initialize(get_examples, nlp=nlp, labels=labels)
-        n_examples, n_single, positives, annotated = self._count_labels(get_examples())
+    def _count_example(self, example: Example, counts: Dict[str, Any]) -> None:
+        """The examples, those with exactly one positive label, and per label
+        the sum of its gold values and the examples that give one."""
+        cats = example.reference.cats
+        counts["examples"] = counts.get("examples", 0) + 1
+        counts["single"] = counts.get("single", 0) + (sum(1 for v in cats.values() if v == 1.0) == 1)
+        positives = counts.setdefault("positives", {})
+        annotated = counts.setdefault("annotated", {})
+        for label, value in cats.items():
+            annotated[label] = annotated.get(label, 0) + 1
+            positives[label] = positives.get(label, 0.0) + float(value)
+
+    def _configure(self, sample: List[Example], counts: Dict[str, Any]) -> None:
+        super()._configure(sample, counts)
+        positives, annotated = counts.get("positives", {}), counts.get("annotated", {})
         self.cfg["label_log_odds"] = {
             label: math.log(max(annotated[label] - positives[label], 1.0) / max(positives[label], 1.0))
             for label in self.labels
-            if annotated[label]
+            if annotated.get(label)
         }
-        if n_examples > 1 and n_single == n_examples:
+        n_examples = counts.get("examples", 0)
+        if n_examples > 1 and counts["single"] == n_examples:
             # Exactly one positive label in every example is exclusive data,
             # which a softmax models better than independent sigmoids.
             warnings.warn(
@@ -361,22 +373,6 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
                 f"(a softmax over the labels) usually does better than "
                 f"torch_textcat_multilabel"
             )
-
-    def _count_labels(self, examples: Iterable[Example]) -> Tuple[int, int, Dict[str, float], Dict[str, int]]:
-        """The examples, those with exactly one positive label, and per label
-        the sum of its gold values and the examples that give one."""
-        positives = dict.fromkeys(self.labels, 0.0)
-        annotated = dict.fromkeys(self.labels, 0)
-        n_examples = n_single = 0
-        for eg in examples:
-            n_examples += 1
-            cats = eg.reference.cats
-            n_single += sum(1 for v in cats.values() if v == 1.0) == 1
-            for label, value in cats.items():
-                if label in annotated:
-                    annotated[label] += 1
-                    positives[label] += float(value)
-        return n_examples, n_single, positives, annotated
 
     def _decision_logits(self, logits: Floats2d) -> Floats2d:
         tau = self.cfg["logit_adjustment"]
@@ -403,6 +399,10 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
         if unknown:
             return f"label_log_odds has labels {unknown} that are not among the labels"
         return None
+
+    def distillation_loss(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, *, use_gold: bool) -> Tuple[float, Floats2d]:
+        inputs = self._distillation_inputs(examples, logits, teacher_logits, use_gold)
+        return distill.multilabel_distillation_loss(self.model.ops, self.teacher, **inputs)
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         probs = self.model.ops.sigmoid(logits)

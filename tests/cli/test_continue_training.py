@@ -125,5 +125,5 @@ def test_teacher_unchanged_and_student_round_trips(continued, tmp_path):
     again = spacy.load(tmp_path / "again")
     assert [[(e.start, e.end, e.label_) for e in doc.ents] for doc in again.pipe(texts)] == before
     # Training state is not saved: the loaded pipeline updates as usual.
-    assert again.get_pipe("torch_ner")._teacher is None
-    assert again.get_pipe("torch_ner")._continual is None
+    assert again.get_pipe("torch_ner").teacher is None
+    assert again.get_pipe("torch_ner").continual is None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from spacy_pytorch_shim import init_config
-from spacy_pytorch_shim.init_config import available_presets, torch_config
+from spacy_pytorch_shim.cli.init_torch_config import available_presets, torch_config
 
 pytestmark = pytest.mark.slow
 

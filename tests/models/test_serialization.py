@@ -125,7 +125,7 @@ import struct
 
 import srsly
 
-from spacy_pytorch_shim.models import serialization
+from spacy_pytorch_shim.models import weights
 from spacy_pytorch_shim.models.serialization import ModelLoadError, load_model_bytes
 
 
@@ -213,7 +213,7 @@ def test_wrong_shape_is_refused_from_the_header_before_the_data_is_read(monkeypa
     def never(*args, **kwargs):
         raise AssertionError("the tensors were read although the header does not fit")
 
-    monkeypatch.setattr(serialization, "safetensors_load", never)
+    monkeypatch.setattr(weights, "safetensors_load", never)
     with pytest.raises(ModelLoadError, match=r"'2.weight' has shape \(3, 5\) in the data but \(4, 5\)"):
         load_model_bytes(other, data)
 

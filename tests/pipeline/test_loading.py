@@ -211,3 +211,68 @@ def test_corrupt_vocab_bytes_keep_gc_enabled():
     with pytest.raises(Exception):
         pipe.from_bytes(srsly.msgpack_dumps(msg))
     assert gc.isenabled()
+
+
+# ------------------------------------------------ a resize_output of its own
+def _replacing_resize(original):
+    """A resize_output that returns a new, resized model and leaves the one
+    it was given as it was (spaCy's contract: the caller assigns the result)."""
+    import copy
+
+    def resize(model, n_out):
+        new = original(copy.deepcopy(model), n_out)
+        new.attrs["resize_output"] = resize
+        return new
+
+    return resize
+
+
+def test_the_model_resize_output_returns_is_the_components_model(factory):
+    nlp = make_nlp(factory, labels=None)
+    pipe = nlp.get_pipe("pipe")
+    pipe.model.attrs["resize_output"] = _replacing_resize(pipe.model.attrs["resize_output"])
+    before = pipe.model
+    pipe.initialize(lambda: (x for x in []), labels=["A", "B", "C"])
+    assert pipe.model is not before
+    assert pipe.model.get_dim("nO") == pipe.n_outputs(3)
+    pipe.add_label("D")  # resized at the next use of the model
+    assert pipe.model.get_dim("nO") == pipe.n_outputs(4)
+    scores = pipe.predict([nlp.make_doc(t) for t in TEXTS])
+    assert all(numpy.asarray(s).shape[-1] == pipe.n_outputs(4) for s in (scores if isinstance(scores, list) else [scores]))
+
+
+def test_loading_through_a_resize_output_of_its_own(factory, tmp_path):
+    path = saved(factory, tmp_path)
+    expected = spacy.load(path).get_pipe("pipe").model.to_bytes()
+    nlp = make_nlp(factory, labels=None)
+    pipe = nlp.get_pipe("pipe")
+    pipe.model.attrs["resize_output"] = _replacing_resize(pipe.model.attrs["resize_output"])
+    pipe.from_disk(path / "pipe")
+    assert pipe.labels == ("A", "B", "C")
+    assert pipe.model.get_dim("nO") == pipe.n_outputs(3)
+    assert pipe.model.to_bytes() == expected
+
+
+def test_failed_load_through_a_resize_output_of_its_own_resizes_nothing(factory, tmp_path):
+    """The data is checked before the model is resized, also when the resize
+    function is not ours (it runs on a copy first)."""
+    path = saved(factory, tmp_path)
+    model_file = path / "pipe" / "model"
+    model_file.write_bytes(model_file.read_bytes()[:-100])
+    nlp = make_nlp(factory)
+    pipe = nlp.get_pipe("pipe")
+    calls = []
+    original = pipe.model.attrs["resize_output"]
+
+    def in_place(model, n_out):
+        calls.append(n_out)
+        return original(model, n_out)
+
+    pipe.model.attrs["resize_output"] = in_place
+    before = snapshot(nlp)
+    model = pipe.model
+    with pytest.raises(ModelLoadError):
+        pipe.from_disk(path / "pipe")
+    assert pipe.model is model
+    assert snapshot(nlp) == before
+    assert pipe.model.get_dim("nO") == pipe.n_outputs(2)

@@ -9,7 +9,7 @@ import typer
 from spacy.cli._util import Arg, Opt, app
 from wasabi import msg
 
-from .train import DEFAULT_TIMEOUT
+from ..data_parallel.train import DEFAULT_TIMEOUT
 
 
 @app.command(
@@ -48,7 +48,7 @@ def train_distributed_cli(
         "--node-rank", str(node_rank),
         "--master-addr", master_addr,
         "--master-port", str(master_port),
-        "--module", "spacy_pytorch_shim.parallel.train",
+        "--module", "spacy_pytorch_shim.data_parallel.train",
     ]
     rank_args = [str(config_path), "--gpu-id", str(use_gpu), "--timeout", str(timeout)]
     if output_path is not None:

@@ -9,7 +9,7 @@ import time
 import spacy
 
 from ray_helpers import COMPONENTS, assert_same_annotations, read_output, run_spacy, write_jsonl
-from spacy_pytorch_shim.distributed import MANIFEST
+from spacy_pytorch_shim.annotate import MANIFEST
 
 
 def flat(text: str) -> str:

@@ -1,8 +1,9 @@
 """Gradient synchronisation between the ranks of a data-parallel run.
 
-`TorchShim.finish_update` calls `all_reduce_gradients` once per shim and step,
-before the optimizer math. While `spacy_pytorch_shim.parallel.train` runs
-this process as one rank (`start_gradient_sync`), the first call of a step
+While `spacy_pytorch_shim.data_parallel.train` runs this process as one rank,
+a `GradientSync` is installed as the collective of `models/collective.py`
+(`gradient_sync`), and `TorchShim.finish_update` has it reduce each shim's
+gradients once per step, before the optimizer math: the first call of a step
 sums the gradients of every registered shim across the ranks with one
 bucketed all-reduce (preceded by a small one of row masks, so that embedding
 tables send only the rows a batch touched), and the calls of the other shims
@@ -16,11 +17,13 @@ loss is a mean over the examples of the batch (`torch_textcat`) is first
 scaled by this rank's share `n_rank / n_global` of the global batch.
 """
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, ContextManager, Dict, Iterable, List, Optional, Set, Tuple
 
 import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from ..models import collective
 
 if TYPE_CHECKING:
     from ..models.torch_shim import TorchShim
@@ -49,45 +52,46 @@ class GradientSync:
         self.n_all_reduces = 0
 
 
-_active: Optional[GradientSync] = None
+    # ----------------------------------------------- models.collective API
+    def reduce_gradients(self, shim: "TorchShim") -> None:
+        all_reduce_gradients(shim, gradients_to_sync(shim.module))
+
+    def labels_seen(self, labels: Iterable[str], seen: Set[str]) -> Set[str]:
+        """The `labels` that this rank's batch (`seen`) or another rank's has: the
+        components unmask a label when its first update sees it, and the ranks
+        must unmask it at the same step, as one process over the global batch
+        does (every rank calls this in step, with the same `labels`)."""
+        labels = list(labels)
+        flags = torch.tensor([label in seen for label in labels], dtype=torch.int32)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return {label for label, flag in zip(labels, flags.tolist()) if flag}
+
+
+def active_sync() -> Optional[GradientSync]:
+    """The gradient sync of the data-parallel run this process is a rank of."""
+    state = collective.current()
+    return state if isinstance(state, GradientSync) else None
 
 
 def sync_active() -> bool:
     """True while this process is one rank of a data-parallel run."""
-    return _active is not None
+    return active_sync() is not None
 
 
-def start_gradient_sync(shims: List[Tuple["TorchShim", str]]) -> GradientSync:
+def gradient_sync(shims: List[Tuple["TorchShim", str]]) -> ContextManager[GradientSync]:
     """Sum the gradients of `shims` (each with its loss reduction, "sum" or
-    "mean") across the ranks of the default process group from now on."""
-    global _active
+    "mean") across the ranks of the default process group inside the block:
+    installs a `GradientSync` as the shims' collective (models/collective.py)."""
     if not dist.is_initialized():
-        raise RuntimeError("start_gradient_sync needs an initialised torch.distributed process group")
-    _active = GradientSync(shims)
-    return _active
-
-
-def stop_gradient_sync() -> None:
-    global _active
-    _active = None
-
-
-def labels_seen_on_any_rank(labels: List[str], seen: set) -> set:
-    """The `labels` that this rank's batch (`seen`) or another rank's has: the
-    components unmask a label when its first update sees it, and the ranks
-    must unmask it at the same step, as one process over the global batch
-    does (every rank calls this in step, with the same `labels`)."""
-    if _active is None:
-        return seen
-    flags = torch.tensor([label in seen for label in labels], dtype=torch.int32)
-    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    return {label for label, flag in zip(labels, flags.tolist()) if flag}
+        raise RuntimeError("gradient_sync needs an initialised torch.distributed process group")
+    return collective.use(GradientSync(shims))
 
 
 def set_local_share(share: float) -> None:
     """This rank's share of the current global batch (its examples / all)."""
-    if _active is not None:
-        _active.local_share = share
+    state = active_sync()
+    if state is not None:
+        state.local_share = share
 
 
 def gradients_to_sync(module: torch.nn.Module) -> List[torch.Tensor]:
@@ -115,22 +119,20 @@ def all_reduce_gradients(shim: "TorchShim", grads: List[torch.Tensor]) -> None:
     (loss unscaling, clipping, the optimizer), once per shim and step:
 
         if sync_active():
-            all_reduce_gradients(self, gradients_to_sync(self._model))
+            all_reduce_gradients(self, gradients_to_sync(self.module))
 
     The first call of a step reduces the gradients of every shim registered
-    with `start_gradient_sync` (from their modules' `.grad`, zeros filled) in
+    with `gradient_sync` (from their modules' `.grad`, zeros filled) in
     one bucketed all-reduce (embedding tables: only their rows that are
     non-zero on some rank, after a small all-reduce of row masks); the other
     shims' calls of that step return at once. A parameter that has no gradient on any rank is updated with a zero
     gradient (a one-process run would skip it).
     """
-    state = _active
+    state = active_sync()
     if state is None or state.world_size == 1:
         return
     if shim.id not in state.shims:
-        raise RuntimeError(
-            f"all_reduce_gradients: shim {shim.id} was not registered with start_gradient_sync"
-        )
+        raise RuntimeError(f"all_reduce_gradients: shim {shim.id} was not registered with gradient_sync")
     if shim.id in state.pending:
         state.pending.discard(shim.id)
         return

@@ -15,7 +15,7 @@ import torch
 from spacy.tokens import DocBin
 from thinc.api import Config
 
-from spacy_pytorch_shim.parallel.train import data_parallel_shims, loss_reduction
+from spacy_pytorch_shim.data_parallel.train import data_parallel_shims, loss_reduction
 
 from parallel_helpers import CALLBACKS, ROOT, assert_close, pipeline_weights, run_spacy
 

@@ -8,9 +8,9 @@ import typer
 from spacy.cli._util import Arg, Opt, app
 from wasabi import msg
 
-from .ray_annotate import INSTALL_HINT, ON_ERROR, AnnotationError, annotate
-from .inputs import InputError
-from .manifest import ERRORS, MANIFEST, OutputError, PipelineError
+from ..annotate.run import INSTALL_HINT, ON_ERROR, AnnotationError, annotate
+from ..annotate.inputs import InputError
+from ..annotate.manifest import ERRORS, MANIFEST, OutputError, PipelineError
 
 
 @app.command("ray-annotate")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from spacy_pytorch_shim.models.torch_shim import TorchShim
-from spacy_pytorch_shim.parallel import sync
+from spacy_pytorch_shim.data_parallel import sync
 
 from parallel_helpers import launcher_env
 
@@ -27,7 +27,7 @@ def ranks(tmp_path_factory):
 
 
 def _free_port() -> int:
-    from spacy_pytorch_shim.parallel.cli import free_port
+    from spacy_pytorch_shim.cli.train_distributed import free_port
 
     return free_port("127.0.0.1")
 

@@ -11,8 +11,8 @@ import spacy
 from spacy.tokens import DocBin
 
 from ray_helpers import assert_same_annotations, read_output, write_jsonl
-from spacy_pytorch_shim.distributed import ERRORS, MANIFEST, AnnotationError, annotate
-from spacy_pytorch_shim.distributed import ray_annotate as annotate_module
+from spacy_pytorch_shim.annotate import ERRORS, MANIFEST, AnnotationError, annotate
+from spacy_pytorch_shim.annotate import run as annotate_module
 
 
 def test_ner_exactly_once_and_as_nlp_pipe(ray_address, pipelines, texts, reference, tmp_path):

@@ -22,7 +22,7 @@ def write_jsonl(path: Path, texts: List[str], **extra) -> Path:
 
 
 def read_output(output_dir: Path, vocab) -> List[Doc]:
-    from spacy_pytorch_shim.distributed import read_annotations
+    from spacy_pytorch_shim.annotate import read_annotations
 
     return list(read_annotations(output_dir, vocab))
 

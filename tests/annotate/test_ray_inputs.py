@@ -9,9 +9,9 @@ import spacy
 from spacy.tokens import DocBin
 
 from ray_helpers import write_jsonl
-from spacy_pytorch_shim.distributed import InputError, OutputError, PipelineError, annotate
-from spacy_pytorch_shim.distributed.inputs import find_input_files, plan_shards, read_shard
-from spacy_pytorch_shim.distributed.manifest import MANIFEST, Manifest, input_fingerprint
+from spacy_pytorch_shim.annotate import InputError, OutputError, PipelineError, annotate
+from spacy_pytorch_shim.annotate.inputs import find_input_files, plan_shards, read_shard
+from spacy_pytorch_shim.annotate.manifest import MANIFEST, Manifest, input_fingerprint
 
 
 def texts_of(shards, text_field="text"):
@@ -119,7 +119,7 @@ def test_output_of_a_different_pipeline_or_input_is_refused(tmp_path, pipelines)
     Manifest.open(out, ner_header)
     with pytest.raises(OutputError, match=r"holds shards of a different pipeline"):
         annotate(pipelines["textcat"], path, out)
-    from spacy_pytorch_shim.distributed.manifest import pipeline_fingerprint
+    from spacy_pytorch_shim.annotate.manifest import pipeline_fingerprint
 
     out = tmp_path / "out-ner"
     ner_header["pipeline"]["sha256"] = pipeline_fingerprint(pipelines["ner"])
