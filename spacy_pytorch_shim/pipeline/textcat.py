@@ -19,29 +19,33 @@ from thinc.types import Floats2d
 from . import distill
 from .base import TorchLabelledPipe
 
+# The default models are the efficiency presets' (configs/textcat.cfg and
+# configs/textcat_multilabel.cfg): a bag of words and subwords, and for
+# multi-label data a bag of words, bigrams and subwords with no length scaling.
 DEFAULT_TEXTCAT_MODEL = """
 [model]
-@architectures = "spacy-pytorch-shim.TorchTextCat.v2"
+@architectures = "spacy-pytorch-shim.TorchTextCat.v4"
 exclusive_classes = true
 hidden_width = 128
-ngram_size = 2
-ngram_rows = 65536
-
-[model.tok2vec]
-@architectures = "spacy-pytorch-shim.TorchTok2Vec.v1"
-width = 96
-attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
-rows = [5000, 1000, 2500, 2500]
-
-[model.tok2vec.encoder]
-@architectures = "spacy-pytorch-shim.CNNEncoder.v2"
-width = ${model.tok2vec.width}
-depth = 2
-window = 1
+ngram_size = 1
+ngram_rows = 262144
+subword_min = 3
+subword_max = 5
+nO = null
+tok2vec = null
 """
-DEFAULT_MULTILABEL_MODEL = DEFAULT_TEXTCAT_MODEL.replace(
-    "exclusive_classes = true", "exclusive_classes = false"
-)
+DEFAULT_MULTILABEL_MODEL = """
+[model]
+@architectures = "spacy-pytorch-shim.TorchTextCat.v3"
+exclusive_classes = false
+hidden_width = 128
+ngram_size = 2
+ngram_rows = 262144
+subword_min = 3
+subword_max = 5
+nO = null
+tok2vec = null
+"""
 EPS = 1e-8
 # spaCy's textcat score weights: cats_score drives model selection.
 SCORE_WEIGHTS = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spacy_pytorch_shim import init_config
+from spacy_pytorch_shim.cli import init_torch_config as init_config
 from spacy_pytorch_shim.cli.init_torch_config import available_presets, torch_config
 
 pytestmark = pytest.mark.slow

@@ -38,10 +38,17 @@ def pytest_configure(config):
 # the contract (width 32 left spaCy's multi-label overfitting test at loss
 # 0.011 for its < 0.01; 64 gives 0.001).
 SMALL_TOK2VEC = {"width": 64, "rows": [500, 100, 100, 100], "encoder": {"width": 64, "depth": 2}}
+# The text classifiers' default models are bags without a tok2vec: the
+# tests of spaCy's textcat (trained to near-zero loss) get one.
+SMALL_TEXTCAT_TOK2VEC = {
+    "@architectures": "spacy-pytorch-shim.TorchTok2Vec.v1",
+    **SMALL_TOK2VEC,
+    "encoder": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v2", **SMALL_TOK2VEC["encoder"]},
+}
 SMALL_MODELS = {
     "torch_ner": {"tok2vec": SMALL_TOK2VEC, "hidden_width": 64},
-    "torch_textcat": {"tok2vec": SMALL_TOK2VEC, "hidden_width": 64, "ngram_rows": 4096},
-    "torch_textcat_multilabel": {"tok2vec": SMALL_TOK2VEC, "hidden_width": 64, "ngram_rows": 4096},
+    "torch_textcat": {"tok2vec": SMALL_TEXTCAT_TOK2VEC, "hidden_width": 64, "ngram_rows": 4096},
+    "torch_textcat_multilabel": {"tok2vec": SMALL_TEXTCAT_TOK2VEC, "hidden_width": 64, "ngram_rows": 4096},
 }
 
 

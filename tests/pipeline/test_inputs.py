@@ -16,6 +16,8 @@ from spacy_pytorch_shim.pipeline import (
 )
 
 TOK2VEC = {"width": 16, "rows": [200, 50, 50, 50], "encoder": {"width": 16, "depth": 1}}
+# The text classifiers' default models have no tok2vec: these tests add one.
+TEXTCAT_TOK2VEC = {"@architectures": "spacy-pytorch-shim.TorchTok2Vec.v1", **TOK2VEC, "encoder": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v2", **TOK2VEC["encoder"]}}
 # The factories' default model is TorchNERTagger.v2; the same with the .v1 blocks.
 NER_V1 = {
     "@architectures": "spacy-pytorch-shim.TorchNERTagger.v1",
@@ -26,8 +28,8 @@ NER_V1 = {
     },
 }
 CONFIGS = {
-    "torch_textcat": {"model": {"tok2vec": TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
-    "torch_textcat_multilabel": {"model": {"tok2vec": TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
+    "torch_textcat": {"model": {"tok2vec": TEXTCAT_TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
+    "torch_textcat_multilabel": {"model": {"tok2vec": TEXTCAT_TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
     "torch_ner": {"model": {"tok2vec": TOK2VEC, "hidden_width": 16}},
 }
 

@@ -12,9 +12,11 @@ import srsly
 from spacy_pytorch_shim.models.serialization import ModelLoadError
 
 TOK2VEC = {"width": 16, "rows": [200, 50, 50, 50], "encoder": {"width": 16, "depth": 1}}
+# The text classifiers' default models have no tok2vec: these tests add one.
+TEXTCAT_TOK2VEC = {"@architectures": "spacy-pytorch-shim.TorchTok2Vec.v1", **TOK2VEC, "encoder": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v2", **TOK2VEC["encoder"]}}
 CONFIGS = {
-    "torch_textcat": {"model": {"tok2vec": TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
-    "torch_textcat_multilabel": {"model": {"tok2vec": TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
+    "torch_textcat": {"model": {"tok2vec": TEXTCAT_TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
+    "torch_textcat_multilabel": {"model": {"tok2vec": TEXTCAT_TOK2VEC, "hidden_width": 16, "ngram_rows": 256}},
     "torch_ner": {"model": {"tok2vec": TOK2VEC, "hidden_width": 16}},
 }
 TEXTS = ["Alice lives in Paris", "what a great day", "I hate it"]

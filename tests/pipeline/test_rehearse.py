@@ -18,13 +18,22 @@ SAMPLES = {
     "torch_textcat": "banking77-sample",
     "torch_textcat_multilabel": "goemotions-sample",
 }
-TINY_MODEL = {"model": {"hidden_width": 16, "tok2vec": {"width": 16, "encoder": {"width": 16, "depth": 1}}}}
+TINY_TOK2VEC = {"width": 16, "encoder": {"width": 16, "depth": 1}}
+TINY_MODELS = {
+    "torch_ner": {"model": {"hidden_width": 16, "tok2vec": TINY_TOK2VEC}},
+    # The text classifiers' default models have no tok2vec: one is added.
+    "torch_textcat": {"model": {"hidden_width": 16, "ngram_rows": 4096, "tok2vec": {
+        "@architectures": "spacy-pytorch-shim.TorchTok2Vec.v1", **TINY_TOK2VEC,
+        "encoder": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v2", **TINY_TOK2VEC["encoder"]},
+    }}},
+}
+TINY_MODELS["torch_textcat_multilabel"] = TINY_MODELS["torch_textcat"]
 
 
 def _trained(factory: str, n_docs: int = 24, steps: int = 3):
     fix_random_seed(0)
     nlp = spacy.blank("en")
-    pipe = nlp.add_pipe(factory, config=TINY_MODEL)
+    pipe = nlp.add_pipe(factory, config=TINY_MODELS[factory])
     docs = list(DocBin().from_disk(DATA / SAMPLES[factory] / "train.spacy").get_docs(nlp.vocab))[:n_docs]
     examples = [Example(nlp.make_doc(doc.text), doc) for doc in docs]
     nlp.initialize(lambda: examples)
@@ -96,7 +105,7 @@ def _ner_with_teacher(annotated):
     """A torch_ner with labels PER, LOC whose teacher is its own copy, ORG
     added, in continued training with `annotated` labels."""
     nlp = spacy.blank("en")
-    pipe = nlp.add_pipe("torch_ner", config=TINY_MODEL)
+    pipe = nlp.add_pipe("torch_ner", config=TINY_MODELS["torch_ner"])
     pipe.initialize(lambda: [Example.from_dict(nlp.make_doc("x"), {})], nlp=nlp, labels=["PER", "LOC"])
     pipe.unmask(["PER", "LOC"])  # as updates on PER and LOC entities leave a trained component
     nlp.resume_training()
@@ -144,7 +153,7 @@ def test_ner_rehearse_leaves_new_label_free():
 
 def _textcat_with_teacher(factory):
     nlp = spacy.blank("en")
-    pipe = nlp.add_pipe(factory, config=TINY_MODEL)
+    pipe = nlp.add_pipe(factory, config=TINY_MODELS[factory])
     pipe.initialize(lambda: [Example.from_dict(nlp.make_doc("x"), {})], nlp=nlp, labels=["A", "B", "C"])
     nlp.resume_training()
     learn_without_forgetting_v1(new_labels={factory: ["NEW"]})(nlp)
@@ -182,7 +191,7 @@ def test_exclusive_positive_new_label_keeps_teacher_ranking():
 
 def test_callback_errors_name_the_problem():
     nlp = spacy.blank("en")
-    nlp.add_pipe("torch_textcat", config=TINY_MODEL).initialize(lambda: [Example.from_dict(nlp.make_doc("x"), {})], nlp=nlp, labels=["A", "B"])
+    nlp.add_pipe("torch_textcat", config=TINY_MODELS[factory]).initialize(lambda: [Example.from_dict(nlp.make_doc("x"), {})], nlp=nlp, labels=["A", "B"])
     with pytest.raises(ValueError, match="no torch component has a teacher"):
         learn_without_forgetting_v1()(nlp)
     with pytest.raises(ValueError, match="new_labels names 'ner'"):

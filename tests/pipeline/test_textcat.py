@@ -19,7 +19,13 @@ NEW = [
     ("where is my parcel", {"POS": 0.0, "NEG": 0.0, "QUESTION": 1.0}),
     ("how do I get there", {"POS": 0.0, "NEG": 0.0, "QUESTION": 1.0}),
 ]
-CFG = {"model": {"tok2vec": {"width": 32, "rows": [500, 100, 100, 100], "encoder": {"width": 32, "depth": 1}}, "hidden_width": 32, "ngram_rows": 1024}}
+TOK2VEC = {
+    "@architectures": "spacy-pytorch-shim.TorchTok2Vec.v1",
+    "width": 32,
+    "rows": [500, 100, 100, 100],
+    "encoder": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v2", "width": 32, "depth": 1},
+}
+CFG = {"model": {"tok2vec": TOK2VEC, "hidden_width": 32, "ngram_rows": 1024}}
 
 
 def make_nlp(factory="torch_textcat"):
