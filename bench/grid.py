@@ -33,13 +33,13 @@ shared machine.
 import argparse
 import itertools
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from runner import child_env, qjoin, run_cmd, tail
 
 ENCODERS = {
     "cnn": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v1", "depth": 4, "window": 1, "dropout": 0.1},
@@ -191,26 +191,12 @@ def check_widths(config_path: Path, overrides: List[str]) -> None:
 
 
 # ---------------------------------------------------------------- children
-def child_env(threads: int) -> Dict[str, str]:
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def run_logged(cmd: Sequence[Any], log_path: Path, env: Dict[str, str]) -> float:
-    cmd = [str(c) for c in cmd]
-    start = time.perf_counter()
-    with open(log_path, "w", encoding="utf8") as logf:
-        logf.write("$ " + " ".join(cmd) + "\n")
-        logf.flush()
-        result = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        tail = "".join(log_path.read_text(encoding="utf8").splitlines(True)[-25:])
-        raise RuntimeError(f"exit {result.returncode}: {' '.join(cmd)}\n{tail}")
-    return seconds
+    """Seconds the command took; raises with the tail of its log if it failed."""
+    result = run_cmd(cmd, log_path, env=env)
+    if result["rc"] != 0:
+        raise RuntimeError(f"exit {result['rc']}: {qjoin(cmd)}\n{tail(log_path, 25)}")
+    return result["wall_s"]
 
 
 def main_score_key(config) -> str:
@@ -226,7 +212,7 @@ def run_one(run_id: str, setting: Dict[str, str], args, base, data: Path, out: P
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path, overrides = run_config(base, Path(args.config), setting, out / "configs" / f"{run_id}.cfg")
     check_widths(config_path, overrides)
-    env = child_env(args.threads)
+    env = dict(child_env(args.threads), PYTHONUNBUFFERED="1")
     train_cmd = [
         sys.executable, "-m", "spacy", "train", config_path,
         "--output", run_dir / "train",
