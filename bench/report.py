@@ -3,6 +3,8 @@ the seeds, ours against spaCy preset by preset, `report.md` and the plot of
 score against inference speed, all from a run's results.json."""
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -405,3 +407,128 @@ def plot(results: dict, out: Path) -> Optional[Path]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------
+# the comparison summary: what docs/benchmarks.md shows, from one JSON file
+# --------------------------------------------------------------------------
+SCORE_NAMES = {"ents_f": "ents_f", "cats_macro_f": "macro F", "cats_macro_auc": "macro AUC"}
+
+
+def comparison_summary(results: dict) -> dict:
+    """The comparison of a run (results.json), reduced to what the user docs
+    show: per dataset and preset, spaCy's and our main scores (median, range
+    over the seeds) and the inference words/s ratio ours/spaCy (interleaved
+    where the run timed it so, else from the systems' own predict runs)."""
+    datasets = {}
+    for ds, d in results["datasets"].items():
+        presets = {}
+        for preset, c in (d.get("compare") or {}).items():
+            interleaved = c.get("infer_wps_ratio_interleaved")
+            presets[preset] = {
+                "scores": {k: {side: get_in(d, "systems", f"{side}-{preset}", "summary", k)
+                               for side in ("spacy", "ours")}
+                           for k in TASKS[d["task"]]["main"]},
+                "wps_ratio": interleaved if interleaved is not None else c.get("infer_wps_ratio"),
+                "wps_timing": "interleaved" if interleaved is not None else "own runs",
+            }
+        datasets[ds] = {"task": d["task"], "presets": presets}
+    return {"protocol": results["mode"], "seeds": results["settings"]["seeds"],
+            "versions": results["versions"], "datasets": datasets}
+
+
+def comparison_table(summary: dict) -> str:
+    """The markdown table of docs/benchmarks.md: ours against spaCy, preset by
+    preset, on every main score of every dataset."""
+    lines = ["| dataset | main score | preset | spaCy | ours | ours − spaCy (points) | words/s ours/spaCy |",
+             "|---|---|---|---|---|---|---|"]
+    for ds, d in summary["datasets"].items():
+        for preset in PRESETS:
+            p = d["presets"].get(preset)
+            if p is None:
+                continue
+            for i, (k, sides) in enumerate(p["scores"].items()):
+                spacy, ours = sides["spacy"], sides["ours"]
+                delta = "–"
+                if spacy and ours:
+                    overlap = ours["min"] <= spacy["max"] and spacy["min"] <= ours["max"]
+                    delta = f"{100 * (ours['median'] - spacy['median']):+.1f}" + (" (ranges overlap)" if overlap else "")
+                speed = "" if i else speed_ratio(p.get("wps_ratio"))
+                lines.append(f"| {ds} | {SCORE_NAMES[k]} | {preset} | {fmt_spread(spacy) if spacy else 'not measured'} "
+                             f"| {fmt_spread(ours)} | {delta} | {speed} |")
+    notes = [f"* {ds}, {preset}: {p['note']}" for ds, d in summary["datasets"].items()
+             for preset, p in d["presets"].items() if p.get("note")]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def speed_ratio(value: Optional[float]) -> str:
+    """2.18x, 16x: two decimals below 10x, none above."""
+    if not value:
+        return "–"
+    return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+
+
+def plot_comparison(summary: dict, path: Path) -> Path:
+    """Ours − spaCy in points (median; bar: the two seed ranges' extremes)
+    against the words/s ratio ours/spaCy, one panel per preset, one point per
+    dataset and main score: up is more accurate than spaCy, right faster."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, len(PRESETS), figsize=(6 * len(PRESETS), 4.8), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = {"ner": "o", "textcat": "s", "textcat_multilabel": "D"}
+    for ax, preset in zip(axes[0], PRESETS):
+        for i, (ds, d) in enumerate(summary["datasets"].items()):
+            p = d["presets"].get(preset) or {}
+            x = p.get("wps_ratio")
+            for k, sides in (p.get("scores") or {}).items():
+                spacy, ours = sides["spacy"], sides["ours"]
+                if not (x and spacy and ours):
+                    continue
+                y = 100 * (ours["median"] - spacy["median"])
+                low, high = 100 * (ours["min"] - spacy["max"]), 100 * (ours["max"] - spacy["min"])
+                name = ds if len(p["scores"]) == 1 else f"{ds} {SCORE_NAMES[k]}"
+                ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt=markers[d["task"]], ms=7,
+                            capsize=3, color=colors[i % len(colors)],
+                            mfc="none" if k == "cats_macro_f" and d["task"] == "textcat_multilabel" else None,
+                            label=name)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axvline(1, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("inference words/s, ours / spaCy (log scale)")
+        ax.set_ylabel("test score, ours − spaCy (points)")
+        ax.set_title(f"{preset} presets", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"Ours against spaCy, {summary['protocol']} protocol, median of seeds "
+                 f"{', '.join(map(str, summary['seeds']))} (bars: the seed ranges' extremes); "
+                 "o NER, s exclusive textcat, D multi-label (hollow: macro F)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description="The comparison table (markdown, to stdout) and, "
+                                "with --plot, its plot, from a summary.json that run_bench.py wrote "
+                                "(or the committed docs/benchmarks-results.json).")
+    p.add_argument("summary", help="summary.json")
+    p.add_argument("--plot", default=None, help="write the plot here (PNG)")
+    a = p.parse_args(argv)
+    summary = json.loads(Path(a.summary).read_text(encoding="utf8"))
+    print(comparison_table(summary), end="")
+    if a.plot:
+        plot_comparison(summary, Path(a.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

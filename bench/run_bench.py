@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from panel import DATASETS, PRESETS, SPACY_NO_VECTORS, SYSTEMS, TASKS
-from report import compare, fmt, get_in, plot, ratio, summarize, write_report
+from report import compare, comparison_summary, fmt, get_in, plot, ratio, summarize, write_report
 from runner import REPO, child_env, log, qjoin, rel, run_cmd, run_worker, tail
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -530,7 +530,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     save(final=True)
     shim = Path(a.shim_overhead) if a.shim_overhead else None
     write_report(results, out, shim)
-    log(f"done: {rel(res_path)}, {rel(out / 'report.md')}, {rel(out / 'score_vs_speed.png')}")
+    (out / "summary.json").write_text(json.dumps(comparison_summary(results), indent=1))
+    log(f"done: {rel(res_path)}, {rel(out / 'report.md')}, {rel(out / 'score_vs_speed.png')}, "
+        f"{rel(out / 'summary.json')}")
     return 0
 
 
