@@ -116,6 +116,11 @@ def fmt_spread(sp: Optional[dict], spec=".3f", scale=1.0) -> str:
             f"[{fmt(sp['min'], spec, scale)}–{fmt(sp['max'], spec, scale)}]")
 
 
+def table_head(title: str, columns: List[str]) -> List[str]:
+    """A section's heading and the head of its markdown table."""
+    return [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str:
     L: List[str] = []
     mode = results["mode"]
@@ -203,10 +208,8 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
                 L.append("| " + " | ".join(cells) + " |")
         L.append("")
     # every run
-    L.append("## Every run")
-    L.append("")
-    L.append("| dataset | system | seed | status | scores | infer wps | train wall s | selected |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L += table_head("Every run", ["dataset", "system", "seed", "status", "scores", "infer wps",
+                                  "train wall s", "selected"])
     for ds, d in results["datasets"].items():
         for sysname, r in d["systems"].items():
             for run in r["runs"].values():
@@ -218,10 +221,7 @@ def write_report(results: dict, out: Path, shim_overhead: Optional[Path]) -> str
                          f"{fmt(get_in(run, 'train', 'wall_s'), '.0f')} | {run.get('selected', '–')} |")
     L.append("")
     # data
-    L.append("## Data")
-    L.append("")
-    L.append("| dataset | split | docs used | words | source docs | subsampled | path |")
-    L.append("|---|---|---|---|---|---|---|")
+    L += table_head("Data", ["dataset", "split", "docs used", "words", "source docs", "subsampled", "path"])
     for ds, d in results["datasets"].items():
         for split, info in d["data"].items():
             L.append(f"| {ds} | {split} | {info['docs']} | {info['words']} | {info['source_docs']} | "
@@ -353,6 +353,24 @@ DEFINITIONS = """\
 """
 
 
+def speed_axes(ax, formatter, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
+    """A plot panel with speed on a log x axis, labelled at 1, 2 and 5 of each
+    decade (matplotlib's own minor labels overlap on spans of one to two
+    decades)."""
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(formatter)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_size)
+
+
 def plot(results: dict, out: Path) -> Optional[Path]:
     """Test score (median over the seeds, bar: range) against inference
     words/s (median), one panel per main score of each task."""
@@ -386,18 +404,8 @@ def plot(results: dict, out: Path) -> Optional[Path]:
                             color=colors[i % len(colors)],
                             mfc="none" if sysname.startswith("spacy") else colors[i % len(colors)],
                             label=f"{ds} / {sysname}")
-        ax.set_xscale("log")
-        # Labels at 1, 2 and 5 of each decade, written short (20k): matplotlib's
-        # own minor labels overlap on spans of one to two decades.
-        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("inference words/second (log scale)")
-        ax.set_ylabel(f"test {main}")
-        ax.set_title(f"{TASK_TITLES[task]}: {main}", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
+        speed_axes(ax, matplotlib.ticker.EngFormatter(sep=""), "inference words/second (log scale)",
+                   f"test {main}", f"{TASK_TITLES[task]}: {main}", legend_size=6)
     fig.suptitle(f"Score against inference speed ({results['mode']} mode, median of seeds "
                  f"{', '.join(map(str, results['settings']['seeds']))}; bars: range). "
                  f"spaCy hollow (o efficiency, ^ accuracy), ours filled (s efficiency, D accuracy)",
@@ -497,16 +505,9 @@ def plot_comparison(summary: dict, path: Path) -> Path:
                             label=name)
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(1, color="grey", lw=0.8)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("inference words/s, ours / spaCy (log scale)")
-        ax.set_ylabel("test score, ours − spaCy (points)")
-        ax.set_title(f"{preset} presets", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        speed_axes(ax, matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"),
+                   "inference words/s, ours / spaCy (log scale)", "test score, ours − spaCy (points)",
+                   f"{preset} presets", legend_size=7)
     fig.suptitle(f"Ours against spaCy, {summary['protocol']} protocol, median of seeds "
                  f"{', '.join(map(str, summary['seeds']))} (bars: the seed ranges' extremes); "
                  "o NER, s exclusive textcat, D multi-label (hollow: macro F)", fontsize=9)
