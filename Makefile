@@ -24,7 +24,7 @@ test: install
 
 ## The main job: train and evaluate pipelines on the sample shipped in data/.
 demo: install
-	$(BIN)/python -m spacy_pytorch_shim.demo
+	$(BIN)/python scripts/demo.py
 
 ## Our efficiency and accuracy presets against spaCy's, 7 datasets x 3 seeds (the full
 ## protocol: many hours on 2 cores), and the shim against plain PyTorch (docs/benchmarks.md).

@@ -8,8 +8,8 @@
 For every combination of the grid's values this trains with the real CLI
 (`python -m spacy train`, in a subprocess), evaluates `model-best` on the
 test split (`python -m spacy evaluate`), measures inference speed (words per
-second of `nlp.pipe` over the test texts, in a fresh subprocess, median of
-several passes), and writes to --out:
+second of `nlp.pipe` over the test texts, in a fresh subprocess: the
+harness's `predict` worker of bench/workers.py), and writes to --out:
 
     results.md    markdown table: run, settings, test score, dev score, train time, words/s
     results.png   the same as two bar charts (score, words/s)
@@ -33,38 +33,19 @@ shared machine.
 import argparse
 import itertools
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from runner import child_env, qjoin, run_cmd, run_worker, tail
 
 ENCODERS = {
     "cnn": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v1", "depth": 4, "window": 1, "dropout": 0.1},
     "bilstm": {"@architectures": "spacy-pytorch-shim.BiLSTMEncoder.v1", "depth": 1, "dropout": 0.1},
 }
 TOK2VEC_ARCH = "spacy-pytorch-shim.TorchTok2Vec.v1"
-
-SPEED_SCRIPT = r"""
-import json, statistics, sys, time
-import spacy
-from spacy.tokens import DocBin
-
-model, data, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-nlp = spacy.load(model)
-texts = [doc.text for doc in DocBin().from_disk(data).get_docs(nlp.vocab)]
-list(nlp.pipe(texts[:100]))  # warm up
-runs, words = [], 0
-for _ in range(reps):
-    start = time.perf_counter()
-    words = sum(len(doc) for doc in nlp.pipe(texts))
-    runs.append(time.perf_counter() - start)
-med = statistics.median(runs)
-print(json.dumps({"texts": len(texts), "words": words, "runs_s": runs, "median_s": med, "wps": words / med}))
-"""
-
 
 def log(msg: str) -> None:
     print(f"[grid {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -191,26 +172,12 @@ def check_widths(config_path: Path, overrides: List[str]) -> None:
 
 
 # ---------------------------------------------------------------- children
-def child_env(threads: int) -> Dict[str, str]:
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def run_logged(cmd: Sequence[Any], log_path: Path, env: Dict[str, str]) -> float:
-    cmd = [str(c) for c in cmd]
-    start = time.perf_counter()
-    with open(log_path, "w", encoding="utf8") as logf:
-        logf.write("$ " + " ".join(cmd) + "\n")
-        logf.flush()
-        result = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        tail = "".join(log_path.read_text(encoding="utf8").splitlines(True)[-25:])
-        raise RuntimeError(f"exit {result.returncode}: {' '.join(cmd)}\n{tail}")
-    return seconds
+    """Seconds the command took; raises with the tail of its log if it failed."""
+    result = run_cmd(cmd, log_path, env=env)
+    if result["rc"] != 0:
+        raise RuntimeError(f"exit {result['rc']}: {qjoin(cmd)}\n{tail(log_path, 25)}")
+    return result["wall_s"]
 
 
 def main_score_key(config) -> str:
@@ -226,7 +193,7 @@ def run_one(run_id: str, setting: Dict[str, str], args, base, data: Path, out: P
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path, overrides = run_config(base, Path(args.config), setting, out / "configs" / f"{run_id}.cfg")
     check_widths(config_path, overrides)
-    env = child_env(args.threads)
+    env = dict(child_env(args.threads), PYTHONUNBUFFERED="1")
     train_cmd = [
         sys.executable, "-m", "spacy", "train", config_path,
         "--output", run_dir / "train",
@@ -247,10 +214,13 @@ def run_one(run_id: str, setting: Dict[str, str], args, base, data: Path, out: P
         run_dir / "eval.log", env,
     )
     scores = json.loads((run_dir / "eval.json").read_text(encoding="utf8"))
-    speed_log = run_dir / "speed.log"
-    run_logged([sys.executable, "-c", SPEED_SCRIPT, best, data / "test.spacy", str(args.speed_reps)], speed_log, env)
-    speed = json.loads(speed_log.read_text(encoding="utf8").strip().splitlines()[-1])
-    (run_dir / "speed.json").write_text(json.dumps(speed, indent=2), encoding="utf8")
+    speed = run_worker(
+        "predict",
+        {"model": str(best.resolve()), "test": str((data / "test.spacy").resolve()), "batch_size": 256,
+         "runs": args.speed_reps, "task": None},  # no task: no accuracy
+        run_dir / "speed.log", env,
+    )
+    speed.pop("_proc")
     return {
         "run": run_id,
         "setting": setting,
@@ -287,7 +257,8 @@ def write_markdown(path: Path, results: List[Dict[str, Any]], failures: List[Dic
         + (f" on the first {args.train_limit} training docs" if args.train_limit else "")
         + f"; evaluation on dev every {args.eval_frequency} steps; `model-best` scored on `test.spacy`.",
         f"Score: `{score_key}` (x100). Train time: wall-clock seconds of `spacy train`. "
-        f"Words/s: `nlp.pipe` over the test texts, median of {args.speed_reps} passes, "
+        f"Words/s: `nlp.pipe` over the test texts after a warm-up, median of {args.speed_reps} timed runs "
+        "(bench/workers.py predict), "
         f"{args.threads} torch thread(s).",
         "",
         "Grid: " + "; ".join(f"`{k}` = {', '.join(v)}" for k, v in axes)
@@ -354,7 +325,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--epochs", type=int, default=2, help="training epochs per run (default 2)")
     parser.add_argument("--eval-frequency", type=int, default=100, help="steps between dev evaluations")
     parser.add_argument("--train-limit", type=int, default=0, help="use only the first N training docs (0: all)")
-    parser.add_argument("--speed-reps", type=int, default=3, help="passes over the test texts for words/s")
+    parser.add_argument("--speed-reps", type=int, default=3, help="timed runs over the test texts for words/s")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the children (default 1)")
     parser.add_argument("--keep-going", action="store_true", help="report failed runs instead of stopping")
     args = parser.parse_args(argv)

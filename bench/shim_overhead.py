@@ -64,7 +64,7 @@ N_HIDDEN = 128
 BATCH_SIZES = (8, 32, 128)
 SYSTEMS = ("plain", "ours", "thinc", "frozen")
 D_MODEL = 256
-# Targets from the issue: ours/plain for a training step and for inference.
+# The limits the report checks: ours/plain for a training step and for inference.
 TRAIN_LIMIT, PREDICT_LIMIT = 1.03, 1.02
 
 

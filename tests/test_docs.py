@@ -28,6 +28,7 @@ block: `<!-- test: KIND free text -->`):
   installed package's configs in `configs/`, as written by
   `init torch-config --shipped NAME`.
 """
+import json
 import os
 import re
 import shlex
@@ -268,6 +269,18 @@ def test_named_repo_files_exist(path: Path):
     named = {n for n in named if "<" not in n and "*" not in n}
     missing = sorted(n for n in named if not (ROOT / n).exists() and not n.startswith("bench/results"))
     assert not missing, f"{doc_id(path)} names files that do not exist: {missing}"
+
+
+def test_benchmark_results_come_from_one_file():
+    """docs/benchmarks.md's results table is what bench/report.py makes of
+    docs/benchmarks-results.json, the file its plot is drawn from too."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    summary = json.loads(read(ROOT / "docs" / "benchmarks-results.json"))
+    assert report.comparison_table(summary) in read(ROOT / "docs" / "benchmarks.md")
 
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=doc_id)

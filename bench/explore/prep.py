@@ -1,12 +1,11 @@
-"""The subsampled panel of the exploration runs of issue 15 (docs/benchmarks.md):
+"""The subsampled panel the presets were developed on (docs/benchmarks.md):
 per split, shuffle with random.Random(0) and keep the first N docs; imdb64 keeps
 the first 64 tokens of each review (a short-text sentiment set); goemo_sent is
 GoEmotions as binary sentiment (the paper's grouping of the emotions into
 positive and negative; comments with labels of both, or only ambiguous or
-neutral ones, left out): short texts, as the held-out sentiment set has;
-banking77_lt is banking77 with a long tail of rare labels (for multi-label
-runs, as the held-out newswire topics). Run
-from the repo root: python bench/explore/prep.py [NAME ...]"""
+neutral ones, left out): short sentiment texts; banking77_lt is banking77
+with a long tail of rare labels (for multi-label runs, the shape of topic
+sets with many rare labels). Run from the repo root: python bench/explore/prep.py [NAME ...]"""
 import os
 import random
 import sys

@@ -1,5 +1,5 @@
 #!/bin/bash
-# One exploration run of issue 15 (docs/benchmarks.md): train CFG on the
+# One exploration run (docs/benchmarks.md, how the presets were chosen): train CFG on the
 # subsampled set DATA (bench/explore/prep.py) for EPOCHS epochs, one torch
 # thread, niced; evaluate model-best on its test split; print the scores.
 # usage: bench/explore/run.sh NAME CFG DATA EPOCHS [spacy train overrides...]

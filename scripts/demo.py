@@ -1,7 +1,8 @@
 """Demo: train, evaluate and use two torch pipelines with the ordinary spaCy CLI.
 
-Run it as ``make demo`` or ``python -m spacy_pytorch_shim.demo`` from the
-repository root. It
+Run it from a checkout as ``make demo`` or ``python scripts/demo.py``: it
+uses the checkout's ``configs/`` and ``data/`` samples (the installed package
+ships the configs, not the data). It
 
 1. trains an NER pipeline (``configs/ner.cfg``, component ``torch_ner``) on
    ``data/btc-sample`` (English tweets; PER, ORG, LOC) and an exclusive text
@@ -46,17 +47,12 @@ class DemoError(RuntimeError):
 
 
 def find_root(explicit: Optional[str]) -> Path:
-    """The directory with configs/ and data/: --root, else the current
-    directory, else the checkout this module lives in (editable install)."""
-    candidates = [Path(explicit)] if explicit else [Path.cwd(), Path(__file__).resolve().parents[1]]
-    for root in candidates:
-        if (root / "configs" / "ner.cfg").exists() and (root / "data" / "btc-sample").exists():
-            return root.resolve()
-    raise DemoError(
-        "Cannot find configs/ and data/ (looked in "
-        + ", ".join(str(c) for c in candidates)
-        + "). Run the demo from the repository root or pass --root."
-    )
+    """The directory with configs/ and data/: --root, else the checkout this
+    script is in."""
+    root = Path(explicit) if explicit else Path(__file__).resolve().parents[1]
+    if not ((root / "configs" / "ner.cfg").exists() and (root / "data" / "btc-sample").exists()):
+        raise DemoError(f"Cannot find configs/ner.cfg and data/btc-sample in {root}; pass --root.")
+    return root.resolve()
 
 
 def banner(text: str) -> None:
@@ -132,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--textcat-epochs", type=int, default=5, help="epochs over data/banking77-sample/train.spacy")
     parser.add_argument("--eval-frequency", type=int, default=100, help="steps between evaluations on dev")
     parser.add_argument("--output", default=None, help="where the pipelines go (default: <root>/training)")
-    parser.add_argument("--root", default=None, help="the repository root with configs/ and data/")
+    parser.add_argument("--root", default=None, help="the repository root with configs/ and data/ (default: this checkout)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
