@@ -1,5 +1,5 @@
 """Data-parallel training speed: words/s of `spacy train` on 1 process (spaCy's
-plain loop), 1 rank and N ranks of `spacy_pytorch_shim.parallel` (gloo, one
+plain loop), 1 rank and N ranks of `spacy_pytorch_shim.data_parallel` (gloo, one
 torch thread each), for the same number of global batches; the dev score
 reached, and the share of a step spent in the gradient all-reduce.
 
@@ -32,7 +32,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     from spacy.training import loop
 
-    from spacy_pytorch_shim.parallel import sync
+    from spacy_pytorch_shim.data_parallel import sync
 
     marks: List[tuple] = []  # (time the loop asked for a batch, words in the global batch, all-reduce seconds so far)
     scores: Dict[str, Any] = {}
@@ -40,7 +40,7 @@ def worker(args: argparse.Namespace) -> None:
 
     def timed_batches(nlp, corpus, batcher, max_epochs):
         for epoch, batch in create_batches(nlp, corpus, batcher, max_epochs):
-            state = sync._active
+            state = sync.active_sync()
             marks.append((time.perf_counter(), sum(len(eg) for eg in batch), state.seconds if state else 0.0))
             yield epoch, batch
 
@@ -72,7 +72,7 @@ def worker(args: argparse.Namespace) -> None:
         nlp = init_nlp(util.load_config(args.config, overrides=overrides, interpolate=False))
         loop.train(nlp, None, stdout=open(os.devnull, "w"))
     else:
-        from spacy_pytorch_shim.parallel.train import train_rank
+        from spacy_pytorch_shim.data_parallel.train import train_rank
 
         rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         train_rank(args.config, None, overrides=overrides)
@@ -114,7 +114,7 @@ def run(mode: str, args: argparse.Namespace, seed: int, result: Path) -> Dict[st
     if mode == "plain":
         cmd = [sys.executable, *worker_args, "--plain"]
     else:
-        from spacy_pytorch_shim.parallel.cli import free_port
+        from spacy_pytorch_shim.cli.train_distributed import free_port
 
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", mode,

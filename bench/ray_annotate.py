@@ -5,7 +5,7 @@ For each pipeline (btc NER, banking77 textcat) and a corpus of N documents
 (the full test split's texts repeated), in one run:
 
 * `nlp.pipe` in one process (one torch thread) and `nlp.pipe(n_process=2)`;
-* `spacy_pytorch_shim.distributed.annotate` with 1 and 2 workers, each in a
+* `spacy_pytorch_shim.annotate.annotate` with 1 and 2 workers, each in a
   fresh driver process that starts its own local Ray instance (as the CLI
   does), plus 2 workers on N/10 documents for the driver's memory.
 
@@ -66,7 +66,7 @@ def write_corpus(name: str, n_docs: int, path: Path) -> None:
 def child(args: argparse.Namespace) -> Dict[str, Any]:
     """One measurement in this (fresh) process."""
     if args.mode == "ray":
-        from spacy_pytorch_shim.distributed import annotate
+        from spacy_pytorch_shim.annotate import annotate
 
         started = time.perf_counter()
         result = annotate(args.pipeline, args.corpus, args.output, workers=args.workers, shard_size=SHARD_SIZE, batch_size=BATCH_SIZE)
