@@ -170,40 +170,43 @@ def ner_distillation_loss(
 
 
 # ------------------------------------------------------------------ textcat
-def _textcat_parts(ops: Ops, teacher: Teacher, labels, label_mask, logits, teacher_logits, activate):
-    z = ops.to_numpy(logits).astype("float32")
-    zt = ops.to_numpy(teacher_logits).astype("float32")
-    t_cols, s_cols = _teacher_columns(labels, teacher, lambda i: [i])
+@dataclass(frozen=True)
+class TextcatBatch:
+    """A text classifier's batch for the losses below: its labels and masked
+    labels, the student's and the teacher's logits, and the gold as
+    (truths, not_missing) arrays, or None to rehearse."""
+
+    labels: Sequence[str]
+    label_mask: Optional[numpy.ndarray]
+    logits: Floats2d
+    teacher_logits: Floats2d
+    gold: Optional[Tuple[numpy.ndarray, numpy.ndarray]]
+
+
+def _textcat_parts(ops: Ops, teacher: Teacher, batch: TextcatBatch, activate):
+    z = ops.to_numpy(batch.logits).astype("float32")
+    zt = ops.to_numpy(batch.teacher_logits).astype("float32")
+    t_cols, s_cols = _teacher_columns(batch.labels, teacher, lambda i: [i])
     t_allowed = numpy.zeros(zt.shape[1], dtype=bool)
     t_allowed[t_cols] = True
     teacher_probs = numpy.zeros_like(z)
     teacher_probs[:, s_cols] = activate(zt, t_allowed)[:, t_cols]
     teacher_allowed = numpy.zeros(z.shape[1], dtype=bool)
     teacher_allowed[s_cols] = True
-    usable = numpy.ones(z.shape[1], dtype=bool) if label_mask is None else ~label_mask
+    usable = numpy.ones(z.shape[1], dtype=bool) if batch.label_mask is None else ~batch.label_mask
     return z, teacher_probs, teacher_allowed & usable, usable
 
 
-def exclusive_distillation_loss(
-    ops: Ops,
-    teacher: Teacher,
-    *,
-    labels: Sequence[str],
-    label_mask: Optional[numpy.ndarray],
-    logits: Floats2d,
-    teacher_logits: Floats2d,
-    gold: Optional[Tuple[numpy.ndarray, numpy.ndarray]],
-) -> Tuple[float, Floats2d]:
-    """Per doc, over the softmax (see the module docstring); averaged.
-    `gold`: the docs' (truths, not_missing), or None to rehearse."""
-    z, teacher_probs, teacher_allowed, usable = _textcat_parts(ops, teacher, labels, label_mask, logits, teacher_logits, _softmax_over)
+def exclusive_distillation_loss(ops: Ops, teacher: Teacher, batch: "TextcatBatch") -> Tuple[float, Floats2d]:
+    """Per doc, over the softmax (see the module docstring); averaged."""
+    z, teacher_probs, teacher_allowed, usable = _textcat_parts(ops, teacher, batch, _softmax_over)
     n = len(z)
     # Teacher term: the student's distribution over the teacher's labels.
     keep_allowed = numpy.tile(teacher_allowed, (n, 1))
-    if gold is None:
+    if batch.gold is None:
         loss, d = _soft_cross_entropy(z, keep_allowed, teacher_probs * keep_allowed)
         return loss / n, ops.asarray(d / n)
-    truths, not_missing = gold
+    truths, not_missing = batch.gold
     positive = ((truths * not_missing) >= 1.0).any(axis=1)
     # Gold term: one-hot over every label where a label is positive; else the
     # labels given as 0 are ruled out and the teacher fills in the rest.
@@ -224,25 +227,15 @@ def _sigmoid(z: numpy.ndarray, allowed: numpy.ndarray) -> numpy.ndarray:
     return numpy.where(allowed, 1.0 / (1.0 + numpy.exp(-z)), 0.0)
 
 
-def multilabel_distillation_loss(
-    ops: Ops,
-    teacher: Teacher,
-    *,
-    labels: Sequence[str],
-    label_mask: Optional[numpy.ndarray],
-    logits: Floats2d,
-    teacher_logits: Floats2d,
-    gold: Optional[Tuple[numpy.ndarray, numpy.ndarray]],
-) -> Tuple[float, Floats2d]:
+def multilabel_distillation_loss(ops: Ops, teacher: Teacher, batch: "TextcatBatch") -> Tuple[float, Floats2d]:
     """Per doc and label, binary cross-entropy against the gold where
-    `doc.cats` has the label, else the teacher's probability; averaged.
-    `gold`: the docs' (truths, not_missing), or None to rehearse."""
-    z, teacher_probs, teacher_allowed, usable = _textcat_parts(ops, teacher, labels, label_mask, logits, teacher_logits, _sigmoid)
+    `doc.cats` has the label, else the teacher's probability; averaged."""
+    z, teacher_probs, teacher_allowed, usable = _textcat_parts(ops, teacher, batch, _sigmoid)
     n = len(z)
     weight = numpy.tile(teacher_allowed, (n, 1)).astype("float32")
     target = teacher_probs
-    if gold is not None:
-        truths, not_missing = gold
+    if batch.gold is not None:
+        truths, not_missing = batch.gold
         target = numpy.where(not_missing > 0, truths, teacher_probs)
         weight = numpy.maximum(weight, not_missing) * usable
     probs = 1.0 / (1.0 + numpy.exp(-z))
@@ -254,6 +247,7 @@ def multilabel_distillation_loss(
 __all__ = [
     "ContinualSettings",
     "Teacher",
+    "TextcatBatch",
     "exclusive_distillation_loss",
     "multilabel_distillation_loss",
     "ner_distillation_loss",

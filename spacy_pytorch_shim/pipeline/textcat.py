@@ -209,12 +209,12 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
                     not_missing[i, j] = 0.0
         return self.model.ops.asarray(truths), self.model.ops.asarray(not_missing)
 
-    def _distillation_inputs(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, use_gold: bool) -> Dict[str, Any]:
-        """The arguments of distill.py's text-classification losses."""
+    def _distillation_batch(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, use_gold: bool) -> distill.TextcatBatch:
+        """What distill.py's text-classification losses take."""
         gold = None
         if use_gold:
             gold = tuple(self.model.ops.to_numpy(a) for a in self._truths(examples))
-        return {"labels": self.labels, "label_mask": self.label_mask(), "logits": logits, "teacher_logits": teacher_logits, "gold": gold}
+        return distill.TextcatBatch(self.labels, self.label_mask(), logits, teacher_logits, gold)
 
     def _validate_gold(self, examples: List[Example]) -> None:
         """Gold values are numbers (of any Python or numpy type) in [0, 1]."""
@@ -274,8 +274,8 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
         super()._configure(sample, counts)
 
     def distillation_loss(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, *, use_gold: bool) -> Tuple[float, Floats2d]:
-        inputs = self._distillation_inputs(examples, logits, teacher_logits, use_gold)
-        return distill.exclusive_distillation_loss(self.model.ops, self.teacher, **inputs)
+        batch = self._distillation_batch(examples, logits, teacher_logits, use_gold)
+        return distill.exclusive_distillation_loss(self.model.ops, self.teacher, batch)
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         mask = self.label_mask()
@@ -405,8 +405,8 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
         return None
 
     def distillation_loss(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, *, use_gold: bool) -> Tuple[float, Floats2d]:
-        inputs = self._distillation_inputs(examples, logits, teacher_logits, use_gold)
-        return distill.multilabel_distillation_loss(self.model.ops, self.teacher, **inputs)
+        batch = self._distillation_batch(examples, logits, teacher_logits, use_gold)
+        return distill.multilabel_distillation_loss(self.model.ops, self.teacher, batch)
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         probs = self.model.ops.sigmoid(logits)
