@@ -80,14 +80,14 @@ def load_model_bytes(model: Model, data: bytes, **kwargs: Any) -> Model:
     return read_model_bytes(model, data, **kwargs).apply()
 
 
-def load_model_disk(model: Model, path: Union[str, Path], **kwargs: Any) -> Model:
+def load_model_disk(model: Model, path: Union[str, Path], *, allow_nonfinite: bool = False) -> Model:
     """`model.from_disk(path)`, all or nothing (see `read_model_bytes`); the
     errors name the file."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise _error(str(path), err.strerror or type(err).__name__) from None
-    return load_model_bytes(model, data, source=str(path), **kwargs)
+    return load_model_bytes(model, data, source=str(path), allow_nonfinite=allow_nonfinite)
 
 
 class CheckedModel(Model):
