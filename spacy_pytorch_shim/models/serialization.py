@@ -8,11 +8,16 @@ the values), and only then changes the model. Whatever is wrong, the error is
 one `ModelLoadError` saying where the data came from and what is wrong, and
 the garbage collector is left as it was (srsly's msgpack reader disables it
 and does not re-enable it when it raises).
+
+`TorchWrapper` returns a `CheckedModel`, whose own `from_bytes`/`from_disk`
+load this way; a combinator built around it (`chain`, `add`, ...) is a plain
+Thinc Model: load that with `load_model_bytes`/`load_model_disk`.
 """
 import contextlib
 import gc
 import numbers
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy
 import srsly
@@ -73,6 +78,36 @@ class ModelState:
 def load_model_bytes(model: Model, data: bytes, **kwargs: Any) -> Model:
     """`model.from_bytes(data)`, all or nothing (see `read_model_bytes`)."""
     return read_model_bytes(model, data, **kwargs).apply()
+
+
+def load_model_disk(model: Model, path: Union[str, Path], *, allow_nonfinite: bool = False) -> Model:
+    """`model.from_disk(path)`, all or nothing (see `read_model_bytes`); the
+    errors name the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise _error(str(path), err.strerror or type(err).__name__) from None
+    return load_model_bytes(model, data, source=str(path), allow_nonfinite=allow_nonfinite)
+
+
+class CheckedModel(Model):
+    """A Thinc Model whose `from_bytes`/`from_disk` are `load_model_bytes`/
+    `load_model_disk`: code that loads a model with Thinc's methods gets the
+    checked, all-or-nothing loading too."""
+
+    __slots__ = ()
+
+    def from_bytes(self, bytes_data: bytes) -> "CheckedModel":
+        return load_model_bytes(self, bytes_data)
+
+    def from_disk(self, path: Union[str, Path]) -> "CheckedModel":
+        return load_model_disk(self, path)
+
+    def _copy(self, seen: Optional[Dict[int, Any]] = None) -> "CheckedModel":
+        # Thinc's copy builds a plain Model: the copy keeps the class.
+        copied = super()._copy(seen)
+        copied.__class__ = type(self)
+        return copied
 
 
 def read_model_bytes(

@@ -1,17 +1,11 @@
 """The Thinc shim that owns a torch module: forward, backward, the update."""
 import contextlib
+import copy
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
-from thinc.api import (
-    Optimizer,
-    get_array_module,
-    get_current_ops,
-    get_torch_default_device,
-    set_gpu_allocator,
-)
-from thinc.backends import CupyOps, context_pools
-from thinc.shims import Shim
+from thinc.api import Optimizer, get_array_module, get_torch_default_device
+from thinc.shims import PyTorchShim, Shim
 from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.types import ArgsKwargs
 from thinc.util import iterate_recursive, xp2torch
@@ -32,16 +26,21 @@ _DROPOUT_ATTRS: Tuple[Tuple[type, str], ...] = (
 )
 
 
-class TorchShim(Shim):
+class TorchShim(PyTorchShim):
     """Interface between a torch module and Thinc.
 
-    Unlike Thinc's PyTorchShim, parameters are keyed in the optimizer as
-    `(shim.id, parameter_name)` both when updating and in `use_params`, so
-    `model.use_params(optimizer.averages)` really swaps in the averages; and
-    Thinc's Adam and SGD run as one multi-tensor update (see `optimizer.py`).
-    Parameters with `requires_grad=False` are frozen: no gradient, no
-    optimizer state, no change. `learn_rate_multipliers` maps parameter names
-    to Thinc's `lr_scale`.
+    A Thinc `PyTorchShim` (what code that looks for Thinc's torch shim, such
+    as `pytorch_to_torchscript_wrapper`, expects: `_model`, `device`,
+    `_grad_scaler`, `_mixed_precision`), with every method of it overridden
+    here: parameters are keyed in the optimizer as `(shim.id,
+    parameter_name)` both when updating and in `use_params`, so
+    `model.use_params(optimizer.averages)` really swaps in the averages;
+    Thinc's Adam and SGD run as one multi-tensor update (see `optimizer.py`);
+    weights are saved as safetensors, never pickled (Thinc's
+    `serialize_model`/`deserialize_model` hooks are ours too). Parameters
+    with `requires_grad=False` are frozen: no gradient, no optimizer state,
+    no change. `learn_rate_multipliers` maps parameter names to Thinc's
+    `lr_scale`. A deep copy gets its own id, so it trains on its own.
     """
 
     _model: torch.nn.Module
@@ -58,15 +57,17 @@ class TorchShim(Shim):
             raise TypeError(
                 f"TorchWrapper needs a torch.nn.Module, got {type(module).__name__}"
             )
-        super().__init__(module)
-        device = device if device is not None else get_torch_default_device()
-        module.to(device)
-        self._mixed_precision = mixed_precision
-        # Thinc's loss scaler for float16 on CUDA (a no-op when disabled). It
-        # is used only while the module is on CUDA: a model built on the CPU
-        # may move.
-        self._grad_scaler = grad_scaler if grad_scaler is not None else PyTorchGradScaler(mixed_precision)
-        self._grad_scaler.to_(device)
+        # Thinc's constructor: the device, the loss scaler for float16 on CUDA
+        # (a no-op when disabled, used only while the module is on CUDA), one
+        # memory pool for cupy and torch.
+        super().__init__(
+            module,
+            mixed_precision=mixed_precision,
+            grad_scaler=grad_scaler,
+            device=device,
+            serialize_model=module_to_bytes,
+            deserialize_model=_deserialize_module,
+        )
         self._grads_scaled = False
         self._is_train: Optional[bool] = None
         self._dropout_rate: Optional[float] = None
@@ -84,13 +85,6 @@ class TorchShim(Shim):
         # One dense gradient per parameter whose backward gives a sparse one,
         # reused every step (see `_densify_sparse_gradients`).
         self._dense_grads: Dict[str, torch.Tensor] = {}
-        if CupyOps.xp is not None and isinstance(get_current_ops(), CupyOps):
-            # One memory pool for cupy and torch, as Thinc's PyTorchShim does.
-            if "pytorch" not in context_pools.get():
-                from cupy import get_default_memory_pool
-
-                set_gpu_allocator("pytorch")
-                get_default_memory_pool().free_all_blocks()
 
     @property
     def module(self) -> torch.nn.Module:
@@ -164,6 +158,16 @@ class TorchShim(Shim):
             return inputs
 
         return output, backprop
+
+    def predict(self, inputs: ArgsKwargs) -> Any:
+        """The module's output in eval mode, without gradients."""
+        self.set_mode(False, None)
+        return self(inputs, is_train=False)[0]
+
+    def begin_update(self, inputs: ArgsKwargs) -> Tuple[Any, Any]:
+        """The module's output in train mode, and the backprop callback."""
+        self.set_mode(True, None)
+        return self(inputs, is_train=True)
 
     def finish_update(self, optimizer: Optimizer) -> None:
         """Update every parameter that has a gradient as `optimizer` would,
@@ -259,6 +263,17 @@ class TorchShim(Shim):
         state["_optimizers"] = []
         return state
 
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "TorchShim":
+        # A copy trains on its own: optimizers key their moments and averages
+        # by (shim.id, name), so it gets a fresh id.
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
+        with Shim.global_id_lock:
+            Shim.global_id += 1
+            copied.id = Shim.global_id
+        return copied
+
     @property
     def optimizers(self) -> List[Optimizer]:
         """The optimizers that updated this shim (most recent last)."""
@@ -324,6 +339,12 @@ class TorchShim(Shim):
     def from_bytes(self, data: bytes) -> "TorchShim":
         load_module_bytes(self._model, data, self.device)
         return self
+
+
+def _deserialize_module(module: torch.nn.Module, data: bytes, device: torch.device) -> torch.nn.Module:
+    """Thinc's `deserialize_model` hook, reading our safetensors (never pickle)."""
+    load_module_bytes(module, data, device)
+    return module
 
 
 def _has_grad(value: Any) -> bool:

@@ -8,6 +8,7 @@ from thinc.types import Padded, Ragged
 
 from .convert import convert_torch_inputs, convert_torch_outputs
 from .resize import RESIZABLE_TYPES, output_width, resize_input, resize_output
+from .serialization import CheckedModel
 from .torch_shim import TorchShim
 
 
@@ -50,6 +51,9 @@ def TorchWrapper(
         PyTorchGradScaler); by default one with Thinc's settings.
     nI, nO: the widths Thinc records in `dims`; with `output_layer`, `nO` is
         the layer's output width (and follows `resize_output`).
+
+    The model's `from_bytes`/`from_disk` check everything before loading
+    anything (`serialization.CheckedModel`).
     """
     attrs = {
         "convert_inputs": convert_inputs or convert_torch_inputs,
@@ -68,7 +72,7 @@ def TorchWrapper(
     if input_layer is not None:
         _check_resizable(module, input_layer, "input_layer")
         attrs.update(torch_input_layer=input_layer, resize_input=resize_input)
-    return Model(
+    return CheckedModel(
         name,
         forward,
         attrs=attrs,
