@@ -50,7 +50,7 @@ def train_distributed_cli(
     # What every rank would fail on, once here: the code, the config and its overrides.
     import_code(code_path)
     with show_validation_error(config_path):
-        util.load_config(config_path, overrides=parse_config_overrides(ctx.args), interpolate=False)
+        util.load_config(config_path, overrides=parse_config_overrides(list(ctx.args)), interpolate=False)
     launcher_args = [
         "--nproc-per-node", str(nproc_per_node),
         "--nnodes", str(nnodes),
