@@ -2,6 +2,7 @@
 machines, started by torch's own launcher (`torch.distributed.run`)."""
 import errno
 import math
+import os
 import socket
 import sys
 from pathlib import Path
@@ -132,9 +133,9 @@ def launch(argv: List[str]) -> int:
 def failure_message(failure: Any) -> str:
     """The error of a failed rank, from the error file that `@record` writes
     for an exception; a rank that exited (spaCy's `msg.fail`) printed its own."""
-    message = failure.message
-    if not failure.error_file_data:
+    if failure.exitcode > 0 and not os.path.isfile(failure.error_file):
         return "its error is printed above"
+    message = failure.message
     if isinstance(message, dict):
         message = message.get("message", "")
     return str(message).strip().splitlines()[-1] if str(message).strip() else "no error message"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from spacy_pytorch_shim.cli.train_distributed import check_launcher_args
+from spacy_pytorch_shim.cli.train_distributed import check_launcher_args, failure_message
 from spacy_pytorch_shim.data_parallel.train import check_rank_args
 
 from parallel_helpers import ROOT, run_spacy
@@ -102,3 +102,11 @@ def test_output_is_a_directory_without_an_earlier_pipeline(tmp_path):
     (tmp_path / "run" / "model-best").mkdir(parents=True)
     with pytest.raises(ValueError, match="run: holds model-best of an earlier run, which training would replace"):
         check_rank_args(tmp_path / "run", -1, 10, 1)
+
+
+def test_a_rank_that_exits_with_a_message_is_pointed_to(tmp_path):
+    """spaCy's config errors exit the rank after printing; no error file."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    failure = ProcessFailure(local_rank=0, pid=1, exitcode=1, error_file=str(tmp_path / "error.json"))
+    assert failure_message(failure) == "its error is printed above"
