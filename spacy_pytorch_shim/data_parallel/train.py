@@ -15,7 +15,6 @@ directory and the progress table.
 """
 import argparse
 import contextlib
-import math
 import os
 import sys
 from datetime import timedelta
@@ -37,7 +36,7 @@ from wasabi import msg
 from ..models.torch_shim import TorchShim
 from . import sync
 
-DEFAULT_TIMEOUT = 600  # seconds a rank waits for the others in one collective call
+DEFAULT_TIMEOUT = 600  # seconds a rank waits for the others: at the start and in each collective call
 MAX_TIMEOUT = 24 * 3600  # every wait has a bound
 
 
