@@ -10,8 +10,9 @@ switches the torch components' updates to gold-plus-teacher targets
 mixes examples of the old data into the new at a set ratio.
 """
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List
 
+from confection import ConfigValidationError
 from spacy.language import Language
 from spacy.training import Corpus, Example
 
@@ -37,6 +38,11 @@ def learn_without_forgetting_v1(
         labels a doc annotates from its `doc.cats` keys.
     """
 
+    for setting, value in (("new_labels", new_labels), ("annotated_labels", annotated_labels)):
+        for name, labels in value.items():
+            if not all(isinstance(label, str) and label.strip() for label in labels):
+                raise setting_error(CALLBACK, setting, f"{name!r}: {labels!r}: labels must be non-empty strings")
+
     def after_init(nlp: Language) -> Language:
         # The sourced torch components: those with a teacher.
         students = {
@@ -47,22 +53,23 @@ def learn_without_forgetting_v1(
         for setting, value in (("new_labels", new_labels), ("annotated_labels", annotated_labels)):
             for name in value:
                 if name not in students:
-                    raise ValueError(
-                        f"learn_without_forgetting: {setting} names '{name}', which is not a "
-                        f"torch component sourced from a trained pipeline (components with a "
-                        f"teacher: {list(students)})"
+                    raise setting_error(
+                        CALLBACK, setting,
+                        f"names '{name}', which is not a torch component sourced from a trained "
+                        f"pipeline (components with a teacher: {list(students)})",
                     )
         for name in annotated_labels:
             if not isinstance(students[name], TorchEntityRecognizer):
-                raise ValueError(
-                    f"learn_without_forgetting: annotated_labels names '{name}', a text "
-                    f"classifier: which labels a doc annotates is which keys its doc.cats has"
+                raise setting_error(
+                    CALLBACK, "annotated_labels",
+                    f"names '{name}', a text classifier: which labels a doc annotates is which keys its doc.cats has",
                 )
         if not students:
-            raise ValueError(
-                "learn_without_forgetting: no torch component has a teacher. Source the trained "
-                "components (`source = \"path/to/pipeline\"` in [components.NAME]) and leave them "
-                "out of [training] frozen_components"
+            raise setting_error(
+                CALLBACK, "after_init",
+                "no torch component has a teacher. Source the trained components "
+                "(`source = \"path/to/pipeline\"` in [components.NAME]) and leave them out of "
+                "[training] frozen_components",
             )
         for name, pipe in students.items():
             for label in new_labels.get(name, []):
@@ -71,14 +78,20 @@ def learn_without_forgetting_v1(
             annotated = annotated_labels.get(name, [label for label in pipe.labels if label not in teacher_labels])
             unknown = [label for label in annotated if label not in pipe.labels]
             if unknown:
-                raise ValueError(
-                    f"learn_without_forgetting: annotated_labels of '{name}' has {unknown}, not "
-                    f"labels of the component {list(pipe.labels)} (add them in new_labels)"
+                raise setting_error(
+                    CALLBACK, "annotated_labels",
+                    f"'{name}': {unknown} are not labels of the component {list(pipe.labels)} (add them in new_labels)",
                 )
             pipe.learn_without_forgetting(annotated)
         return nlp
 
     return after_init
+
+
+CALLBACK = "spacy-pytorch-shim.learn_without_forgetting.v1"
+READER = "spacy-pytorch-shim.RehearsalCorpus.v1"
+# Beyond this an epoch is mostly old data; inf would make it endless.
+MAX_REHEARSAL_RATIO = 100
 
 
 def rehearsal_corpus_v1(
@@ -96,8 +109,17 @@ def rehearsal_corpus_v1(
     false` the old examples are text only (spaCy's rehearsal: the teacher's
     predictions are their targets); with true they keep their gold, read as
     the new data's gold is (docs/continual-learning.md)."""
-    if rehearsal_ratio < 0:
-        raise ValueError(f"RehearsalCorpus: rehearsal_ratio must be >= 0, got {rehearsal_ratio}")
+    if not 0 <= rehearsal_ratio <= MAX_REHEARSAL_RATIO:  # False for NaN
+        raise setting_error(
+            READER, "rehearsal_ratio", f"{rehearsal_ratio}: must be a number from 0 to {MAX_REHEARSAL_RATIO} (old examples per new one)"
+        )
+    for key, value in (("max_length", max_length), ("limit", limit)):
+        if value < 0:
+            raise setting_error(READER, key, f"{value}: must be an integer >= 0 (0: no limit)")
+    for key, value in (("path", path), ("rehearsal_path", rehearsal_path)):
+        value = Path(value)
+        if not (value.suffix == ".spacy" and value.is_file() or value.is_dir() and any(value.rglob("*.spacy"))):
+            raise setting_error(READER, key, f"{value}: {'' if value.exists() else 'not found; '}must be a .spacy file or a directory with .spacy files")
     new = Corpus(path, max_length=max_length, limit=limit)
     old = Corpus(rehearsal_path, max_length=max_length, shuffle=True)
     # One cycle over the old data for all epochs: each epoch rehearses the
@@ -125,7 +147,14 @@ def _cycle(make: Callable[[], Iterator[Example]], path: Path) -> Iterator[Exampl
             n += 1
             yield eg
         if n == 0:
-            raise ValueError(f"RehearsalCorpus: no examples in rehearsal_path {path}")
+            raise setting_error(READER, "rehearsal_path", f"{path}: has no examples (a .spacy file or a directory of them)")
+
+
+def setting_error(where: str, key: str, message: str) -> ConfigValidationError:
+    """A setting given wrongly, as a config error: spaCy's CLI prints it as
+    `where`, then one line `key  message` (the value and what is allowed),
+    without a traceback."""
+    return ConfigValidationError(title=f"Config validation error: {where}", errors=[{"loc": [key], "msg": message}])
 
 
 __all__ = ["learn_without_forgetting_v1", "rehearsal_corpus_v1"]

@@ -7,16 +7,21 @@ drift apart.
 Presets are found by file name: `configs/<name>.cfg` is the `efficiency`
 preset of the component `torch_<name>`, `configs/<name>_accuracy.cfg` its
 `accuracy` preset."""
+import pkgutil
 import sys
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import spacy.lang
+import typer
 from spacy.cli._util import Arg, Opt, init_cli
 from spacy.util import CONFIG_SECTION_ORDER, combine_score_weights
 from thinc.api import Config
 from wasabi import msg
+
+from .train_distributed import fail
 
 COMPONENTS = ("torch_ner", "torch_textcat", "torch_textcat_multilabel")
 OPTIMIZE = ("efficiency", "accuracy")
@@ -85,6 +90,9 @@ def torch_config(pipeline: List[str], *, optimize: str = "efficiency", gpu: bool
     added, score weights combined, and [training] from the first preset."""
     if optimize not in OPTIMIZE:
         raise PresetError(f"--optimize must be one of {', '.join(OPTIMIZE)} (got {optimize!r})")
+    if lang not in languages():
+        # spaCy could not build the config: `spacy init config` refuses it as well.
+        raise PresetError(f"--lang {lang!r}: not a language of spaCy; choose from {', '.join(languages())}")
     components = [normalize_component(name) for name in pipeline]
     if not components:
         raise PresetError("--pipeline names no component")
@@ -116,20 +124,37 @@ def torch_config(pipeline: List[str], *, optimize: str = "efficiency", gpu: bool
     return config.to_str(), notes
 
 
+def languages() -> List[str]:
+    """spaCy's language codes: the packages of spacy.lang."""
+    return sorted(module.name for module in pkgutil.iter_modules(spacy.lang.__path__) if module.ispkg)
+
+
 @init_cli.command("torch-config")
 def init_torch_config_cli(
     # fmt: off
+    ctx: typer.Context,
     output_file: Path = Arg(..., help="File to write the config to, or - for stdout", allow_dash=True),
     pipeline: str = Opt("ner", "--pipeline", "-p", help="Comma-separated components: ner, textcat (exclusive classes), textcat_multilabel"),
     optimize: str = Opt("efficiency", "--optimize", "-o", help="efficiency (faster, smaller) or accuracy (larger, slower)"),
     gpu: bool = Opt(False, "--gpu", "-G", help="For a GPU: torch and cupy share the GPU memory pool (gpu_allocator = pytorch)"),
     lang: str = Opt("en", "--lang", "-l", help="Language code of the pipeline"),
     shipped: Optional[str] = Opt(None, "--shipped", "-s", help="Instead: write the shipped config of this name as it is (e.g. ner_spacy_tok2vec; the file names of configs/ without .cfg)"),
+    force_overwrite: bool = Opt(False, "--force", "-F", help="Overwrite the output file if it exists"),
     # fmt: on
 ):
     """Write a complete, trainable config for torch_ner, torch_textcat and
     torch_textcat_multilabel from the configs shipped with
     spacy-pytorch-shim (like `spacy init config` for spaCy's components)."""
+    is_stdout = str(output_file) == "-"
+    overwrites = not is_stdout and output_file.exists()
+    if overwrites and (output_file.is_dir() or not force_overwrite):
+        # As `spacy init config`: an existing file is overwritten with --force only.
+        fail(f"{output_file}: {'is a directory' if output_file.is_dir() else 'exists; to overwrite it, add --force (-F)'}")
+    if shipped is not None:
+        # The shipped file is written as it is: the options that make a config do not apply.
+        given = [f"--{name}" for name in ("pipeline", "optimize", "gpu", "lang") if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+        if given:
+            fail(f"--shipped {shipped} writes the shipped file as it is: {', '.join(given)} cannot change it")
     try:
         if shipped is not None:
             text, notes = read_shipped(shipped), []
@@ -137,15 +162,18 @@ def init_torch_config_cli(
             names = [name.strip() for name in pipeline.split(",") if name.strip()]
             text, notes = torch_config(names, optimize=optimize, gpu=gpu, lang=lang)
     except PresetError as err:
-        msg.fail(str(err), exits=1)
+        fail(str(err))
     if notes:  # on stderr: with `-`, stdout is the config
         print("Training settings differ between the presets; the first component's are used:", file=sys.stderr)
         for note in notes:
             print(f"  {note}", file=sys.stderr)
-    if str(output_file) == "-":
+    if is_stdout:
         print(text, end="")
     else:
-        output_file.parent.mkdir(parents=True, exist_ok=True)
-        output_file.write_text(text, encoding="utf8")
-        msg.good(f"Saved config to {output_file}", "Train it with: python -m spacy train "
+        try:
+            output_file.parent.mkdir(parents=True, exist_ok=True)
+            output_file.write_text(text, encoding="utf8")
+        except OSError as err:
+            fail(f"{output_file}: cannot write it ({err.strerror}: {err.filename})")
+        msg.good(f"Saved config to {output_file}{' (overwrote it: --force)' if overwrites else ''}", "Train it with: python -m spacy train "
                  f"{output_file} --paths.train TRAIN.spacy --paths.dev DEV.spacy")

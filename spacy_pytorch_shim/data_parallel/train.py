@@ -36,7 +36,36 @@ from wasabi import msg
 from ..models.torch_shim import TorchShim
 from . import sync
 
-DEFAULT_TIMEOUT = 600  # seconds a rank waits for the others in one collective call
+DEFAULT_TIMEOUT = 600  # seconds a rank waits for the others: at the start and in each collective call
+MAX_TIMEOUT = 24 * 3600  # every wait has a bound
+
+
+def check_rank_args(output_path: Optional[Path], use_gpu: int, timeout: float, n_local_ranks: int) -> None:
+    """Refuse, before any rank waits for another, the options every rank would
+    fail on (or wait on without end): a ValueError whose one line names the
+    option, its value and what is allowed. Also refuses an output directory
+    holding an earlier run's pipeline, which training would delete."""
+    if not (0 < timeout <= MAX_TIMEOUT):  # False for NaN
+        raise ValueError(f"--timeout {timeout}: must be a number of seconds > 0 and <= {MAX_TIMEOUT}")
+    if use_gpu < -1:
+        raise ValueError(f"--gpu-id {use_gpu}: must be -1 (CPU) or >= 0 (rank i of a machine uses GPU i)")
+    if use_gpu >= 0 and torch.cuda.device_count() < n_local_ranks:
+        raise ValueError(
+            f"--gpu-id {use_gpu}: rank i of a machine uses GPU i, so {n_local_ranks} ranks need {n_local_ranks} "
+            f"GPUs, and {torch.cuda.device_count()} are visible; use --gpu-id -1 for the CPU"
+        )
+    if output_path is not None:
+        if output_path.exists() and not output_path.is_dir():
+            raise ValueError(f"--output {output_path}: is a file; give a directory")
+        earlier = [name for name in (loop.DIR_MODEL_BEST, loop.DIR_MODEL_LAST) if (output_path / name).exists()]
+        if earlier:
+            raise ValueError(
+                f"--output {output_path}: holds {' and '.join(earlier)} of an earlier run, which training "
+                f"would replace; give another directory or remove them"
+            )
+        existing = next(parent for parent in [output_path, *output_path.absolute().parents] if parent.exists())
+        if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+            raise ValueError(f"--output {output_path}: {existing} is not a directory this user can write to")
 
 def loss_reduction(nlp: Language, name: str) -> str:
     """"sum" or "mean": a component's `loss_reduction` attribute (our
@@ -211,6 +240,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--gpu-id", "-g", dest="use_gpu", type=int, default=-1, help=">= 0: each rank uses the GPU of its local rank")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds a rank waits for the others")
     args, extra = parser.parse_known_args(argv)
+    try:
+        # Only rank 0 writes the output directory.
+        output = args.output_path if os.environ.get("RANK") == "0" else None
+        check_rank_args(output, args.use_gpu, args.timeout, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    except ValueError as err:
+        msg.fail(str(err), exits=1)
     import_code(args.code_path)
     train_rank(
         args.config_path,

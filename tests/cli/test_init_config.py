@@ -2,7 +2,8 @@
 (found by name: `<component>.cfg`, `<component>_accuracy.cfg`), the command
 writes that file exactly, from the installed package, and what it writes
 trains; pipelines of several components and `--gpu` build and train in
-Python; a missing preset is a clear error; the wheel ships configs/ as
+Python; a missing preset, a language spaCy does not have and an existing
+output file are one-line errors; the wheel ships configs/ as
 `spacy_pytorch_shim/configs/`."""
 import configparser
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from spacy_pytorch_shim.cli import init_torch_config as init_config
-from spacy_pytorch_shim.cli.init_torch_config import available_presets, torch_config
+from spacy_pytorch_shim.cli.init_torch_config import available_presets, languages, torch_config
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +93,35 @@ def test_missing_preset_and_unknown_component_are_clear_errors(cli, tmp_path, mo
     assert "Unknown component 'parser' in --pipeline: choose from ner, textcat, textcat_multilabel" in " ".join(result.stdout.split())
     result = cli.run(["init", "torch-config", "-", "--optimize", "fast"], cwd=tmp_path, check=False)
     assert result.returncode == 1 and "--optimize must be one of efficiency, accuracy" in " ".join(result.stdout.split())
+
+
+def assert_one_line_error(result, message):
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert [line for line in output.splitlines() if message in line], output
+
+
+def test_unknown_language_is_refused(cli, tmp_path):
+    result = cli.run(["init", "torch-config", "config.cfg", "--lang", "zz"], cwd=tmp_path, check=False)
+    assert_one_line_error(result, "--lang 'zz': not a language of spaCy; choose from af, ")
+    assert not (tmp_path / "config.cfg").exists()
+    assert {"en", "de", "xx"} <= set(languages())
+    assert "lang = \"de\"" in torch_config(["ner"], lang="de")[0]
+
+
+def test_existing_file_is_overwritten_with_force_only(cli, tmp_path):
+    (tmp_path / "config.cfg").write_text("mine")
+    result = cli.run(["init", "torch-config", "config.cfg"], cwd=tmp_path, check=False)
+    assert_one_line_error(result, "config.cfg: exists; to overwrite it, add --force (-F)")
+    assert (tmp_path / "config.cfg").read_text() == "mine"
+    result = cli.run(["init", "torch-config", "config.cfg", "--force"], cwd=tmp_path)
+    assert "overwrote it" in result.stdout
+    assert (tmp_path / "config.cfg").read_text() == (ROOT / "configs" / "ner.cfg").read_text()
+
+
+def test_shipped_refuses_the_options_it_ignores(cli, tmp_path):
+    result = cli.run(["init", "torch-config", "-", "--shipped", "ner_spacy_tok2vec", "--lang", "de"], cwd=tmp_path, check=False)
+    assert_one_line_error(result, "--shipped ner_spacy_tok2vec writes the shipped file as it is: --lang cannot change it")
 
 
 def test_setup_cfg_lists_every_package():
