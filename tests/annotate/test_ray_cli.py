@@ -141,7 +141,7 @@ def test_a_document_that_crashes_its_worker_every_time_ends_the_run(ray_address,
     corpus[4] = "it will CRASH here"
     path = write_jsonl(tmp_path / "corpus.jsonl", corpus)
     result = run_spacy(["ray-annotate", tmp_path / "pipeline", path, tmp_path / "out", "--shard-size", "3",
-                        "--code", COMPONENTS, "--address", ray_address, "--no-progress"], timeout=150)
+                        "--code", COMPONENTS, "--address", ray_address, "--no-progress"])
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{path}:5: document 4 killed its worker twice" in flat(result.stdout)
     assert "Traceback" not in result.stdout + result.stderr
