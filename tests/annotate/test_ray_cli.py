@@ -131,7 +131,7 @@ def test_without_ray_the_command_says_how_to_install_it(pipelines, tmp_path):
     assert 'pip install "spacy-pytorch-shim[ray]"' in flat(result.stdout)
 
 
-def test_a_document_that_crashes_its_worker_every_time_ends_the_run(ray_address, pipelines, texts, tmp_path):
+def test_a_document_that_crashes_its_worker_every_time_ends_the_run(ray_address, pipelines, texts, components, tmp_path):
     """Two worker deaths (in its batch, then alone), then the run ends,
     naming the document, which is in errors.jsonl."""
     nlp = spacy.load(pipelines["ner"])
