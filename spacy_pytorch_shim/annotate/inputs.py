@@ -11,12 +11,15 @@ read their shard's records from the file themselves.
 import glob
 import gc
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
+
+from .manifest import one_line
 
 FORMATS = {".jsonl": "jsonl", ".txt": "txt", ".spacy": "spacy"}
 InputsArg = Union[str, Path, Sequence[Union[str, Path]]]
@@ -57,22 +60,31 @@ class Record:
     doc: Optional[Doc]
 
 
-def find_input_files(inputs: InputsArg) -> List[Path]:
+def find_input_files(inputs: InputsArg, output_dir: Optional[Path] = None) -> List[Path]:
     """The input files in corpus order: a file, a directory (its `.jsonl`,
     `.txt` and `.spacy` files, recursively, sorted) or a glob, or a list of
-    those (in the order given)."""
+    those (in the order given). Directories and globs leave out the files
+    under `output_dir` (the command's own output); a file named there is
+    refused."""
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    output_dir = output_dir.resolve() if output_dir is not None else None
+
+    def is_output(file: Path) -> bool:
+        return output_dir is not None and output_dir in file.resolve().parents
+
     files: List[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in FORMATS)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in FORMATS and not is_output(p))
             if not found:
                 raise InputError(f"{path}: no .jsonl, .txt or .spacy files in this directory")
         elif path.is_file():
+            if is_output(path):
+                raise InputError(f"{path}: an input file inside the output directory {output_dir}")
             found = [path]
         elif glob.has_magic(str(item)):
-            found = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
+            found = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file() and not is_output(Path(p)))
             if not found:
                 raise InputError(f"{item}: no file matches this pattern")
         else:
@@ -111,30 +123,52 @@ def parse_line(raw: bytes, path: str, line: int, format: str, text_field: str) -
     return text, record
 
 
-def read_doc_bin(path: Union[str, Path]) -> DocBin:
-    """A `.spacy` file. srsly's msgpack reader turns the garbage collector
-    off while it decodes and leaves it off when it raises: turn it back on."""
+@contextmanager
+def _gc_kept_on() -> Iterator[None]:
+    """srsly's msgpack reader turns the garbage collector off while it
+    decodes and leaves it off when it raises: turn it back on."""
     gc_was_enabled = gc.isenabled()
     try:
-        return DocBin(store_user_data=True).from_bytes(Path(path).read_bytes())
-    except Exception as err:
-        raise InputError(f"{path}: not a readable .spacy (DocBin) file ({type(err).__name__}: {err})") from None
+        yield
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
+def read_doc_bin(path: Union[str, Path]) -> DocBin:
+    """A `.spacy` file."""
+    with _gc_kept_on():
+        try:
+            return DocBin(store_user_data=True).from_bytes(Path(path).read_bytes())
+        except Exception as err:
+            raise InputError(f"{path}: not a readable .spacy (DocBin) file ({one_line(err)})") from None
+
+
+def check_docs(path: Path) -> int:
+    """The number of docs of a `.spacy` file, each decoded once: a doc that
+    cannot be is refused here, not in a worker."""
+    docs = read_doc_bin(path).get_docs(Vocab())
+    position = 0
+    with _gc_kept_on():
+        while True:
+            try:
+                next(docs)
+            except StopIteration:
+                return position
+            except Exception as err:
+                raise InputError(f"{path}:{position + 1}: doc {position + 1} cannot be decoded ({one_line(err)})") from None
+            position += 1
+
+
 def plan_shards(files: Sequence[Path], shard_size: int, text_field: str) -> Iterator[Shard]:
     """Scan and validate every input file in order, yielding its shards. A
     shard holds records of one file only."""
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be at least 1, got {shard_size}")
     index = 0
     next_doc = 0
     for path in files:
         format = FORMATS[path.suffix]
         if format == "spacy":
-            n_docs = len(read_doc_bin(path))
+            n_docs = check_docs(path)
             for start in range(0, n_docs, shard_size):
                 end = min(start + shard_size, n_docs)
                 yield Shard(index, str(path), format, start, end, start + 1, next_doc, end - start)

@@ -3,46 +3,61 @@ resumable.
 
 `manifest.jsonl` starts with a header that fingerprints the pipeline (a
 hash of every file in it) and the input (file paths, sizes and modification
-times, shard size, text field). Every later line records one shard that is
-on disk: its file, document count, SHA-256 and the documents that made the
-pipeline raise. A shard is written to a temporary file, renamed into place
-and only then recorded, so a line in the manifest means a complete shard.
-On resume the shards whose files still match their line are kept; anything
-else in the directory is removed and annotated again.
+times, shard size, text field). Every later line either records one shard
+that is on disk (its file, document count, SHA-256 and the documents that
+made the pipeline raise) or names files about to be written. A file is
+named in the manifest before it is written, written to a temporary file and
+renamed into place, and a shard is recorded only then: so a shard line means
+a complete shard, and every file the command ever wrote is named in the
+manifest. On resume the shards whose files still match their line are
+kept; the other files the manifest names are removed and annotated again.
+Files the manifest does not name are never removed or overwritten: one
+named like the command's own refuses the directory.
 """
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import spacy.util
 
 MANIFEST = "manifest.jsonl"
 ERRORS = "errors.jsonl"
 MANIFEST_VERSION = 1
+# The names the command writes: shards, the manifest, errors.jsonl and the
+# temporary file of each.
+OWN_NAME = re.compile(r"(\d{6}\.spacy|manifest\.jsonl|errors\.jsonl)(\.tmp)?")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class PipelineError(ValueError):
-    """The pipeline argument names neither a pipeline directory nor an
-    installed pipeline package."""
+    """The pipeline argument names no pipeline that can be loaded."""
 
 
 class OutputError(ValueError):
-    """The output directory holds something other than this run's shards."""
+    """The output directory holds something other than this command's files."""
 
 
 def resolve_pipeline(pipeline: Union[str, Path]) -> Path:
-    """The directory of a pipeline given as a path or a package name."""
+    """The directory of a pipeline given as a path or a package name; its
+    config must parse (loading it is the workers' job)."""
     path = Path(pipeline)
     if path.is_dir():
-        if not (path / "config.cfg").exists():
+        if not (path / "config.cfg").is_file():
             raise PipelineError(f"{path}: not a spaCy pipeline directory (no config.cfg)")
-        return path.resolve()
-    if spacy.util.is_package(str(pipeline)):
-        return Path(spacy.util.get_package_path(str(pipeline)))
-    raise PipelineError(f"{pipeline}: no such pipeline (neither a directory nor an installed package)")
+        path = path.resolve()
+    elif spacy.util.is_package(str(pipeline)):
+        path = Path(spacy.util.get_package_path(str(pipeline)))
+    else:
+        raise PipelineError(f"{pipeline}: no such pipeline (neither a directory nor an installed package)")
+    try:
+        spacy.util.load_config(path / "config.cfg", interpolate=False)
+    except Exception as err:
+        raise PipelineError(f"{path / 'config.cfg'}: not a readable pipeline config ({one_line(err)})") from None
+    return path
 
 
 def pipeline_fingerprint(path: Path) -> str:
@@ -92,33 +107,41 @@ class Manifest:
     @classmethod
     def open(cls, output_dir: Union[str, Path], header: Dict[str, Any]) -> "Manifest":
         """Create the directory's manifest, or reopen it after checking that it
-        belongs to the same pipeline and input and keeping only the shards
-        that verify."""
+        belongs to the same pipeline and input, keeping only the shards that
+        verify and removing the other files it names."""
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        header = {"manifest": MANIFEST_VERSION, **header}
-        manifest = cls(output_dir, header)
+        manifest = cls(output_dir, {"manifest": MANIFEST_VERSION, **header})
         path = output_dir / MANIFEST
+        owned: Set[str] = set()
         if path.exists():
-            old_header, entries = read_manifest(path)
+            old_header, entries, written = read_manifest(path)
             manifest._check_same_run(old_header)
-            for entry in entries:
-                if manifest._verifies(entry):
-                    manifest.entries[entry.shard] = entry
-        elif any(output_dir.glob("*.spacy")):
-            raise OutputError(
-                f"{output_dir}: holds .spacy files but no {MANIFEST}; not an output directory "
-                "of this command. Use an empty or new directory."
-            )
-        manifest._remove_unrecorded_files()
-        manifest._rewrite()
+            owned = {MANIFEST, *written, *(entry.file for entry in entries)}
+        manifest._refuse_foreign_files(owned)
+        if not owned:
+            with open(path, "x", encoding="utf8") as file:
+                file.write(json.dumps(manifest.header) + "\n")
+            return manifest
+        for entry in entries:
+            if manifest._verifies(entry):
+                manifest.entries[entry.shard] = entry
+        kept = {MANIFEST, ERRORS, *(entry.file for entry in manifest.entries.values())}
+        for name in owned - kept:
+            if (output_dir / name).is_file():
+                (output_dir / name).unlink()
+        lines = [manifest.header]
+        if ERRORS in owned:
+            lines.append({"writing": [ERRORS]})
+        lines += [entry.__dict__ for _, entry in sorted(manifest.entries.items())]
+        manifest._write(MANIFEST, "".join(json.dumps(line) + "\n" for line in lines).encode("utf8"))
         return manifest
 
     def _check_same_run(self, old: Dict[str, Any]) -> None:
         # A pipeline is the same when its files are (wherever it lies now).
         same = {
-            "pipeline": (old.get("pipeline") or {}).get("sha256") == self.header["pipeline"]["sha256"],
-            "input": old.get("input") == self.header["input"],
+            "pipeline": old["pipeline"].get("sha256") == self.header["pipeline"]["sha256"],
+            "input": old["input"] == self.header["input"],
         }
         for what, is_same in same.items():
             if not is_same:
@@ -129,81 +152,138 @@ class Manifest:
                     "this one to start over."
                 )
 
+    def _refuse_foreign_files(self, owned: Set[str]) -> None:
+        """Files named like the command's own (or any `.spacy`) that its
+        manifest does not name: the command would overwrite or remove them."""
+        foreign = sorted(
+            p.name for p in self.output_dir.iterdir()
+            if (p.suffix == ".spacy" or OWN_NAME.fullmatch(p.name)) and p.name not in owned
+        )
+        if not foreign:
+            return
+        if not owned:
+            raise OutputError(
+                f"{self.output_dir}: holds {foreign[0]} but no {MANIFEST}: not an output directory of "
+                "this command. Use an empty or new directory."
+            )
+        raise OutputError(
+            f"{self.output_dir / foreign[0]}: not written by this command (not named in its {MANIFEST}); "
+            "move it out of the output directory."
+        )
+
     def _verifies(self, entry: ShardEntry) -> bool:
         path = self.output_dir / entry.file
         return path.is_file() and file_sha256(path) == entry.sha256
 
-    def _remove_unrecorded_files(self) -> None:
-        kept = {entry.file for entry in self.entries.values()}
-        for path in self.output_dir.iterdir():
-            if path.name.endswith(".tmp") or (path.suffix == ".spacy" and path.name not in kept):
-                path.unlink()
+    def _append(self, line: Dict[str, Any]) -> None:
+        with open(self.output_dir / MANIFEST, "a", encoding="utf8") as file:
+            file.write(json.dumps(line) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
 
-    def _rewrite(self) -> None:
-        """The manifest with only the verified shards, replaced atomically."""
-        lines = [self.header] + [entry.__dict__ for _, entry in sorted(self.entries.items())]
-        tmp = self.output_dir / (MANIFEST + ".tmp")
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf8")
-        os.replace(tmp, self.output_dir / MANIFEST)
-
-    def add(self, shard: int, data: bytes, docs: int, errors: List[Dict[str, Any]]) -> ShardEntry:
-        """Write one shard (temporary file, then rename) and record it."""
-        name = shard_name(shard)
-        tmp = self.output_dir / (name + ".tmp")
-        with open(tmp, "wb") as file:
+    def _write(self, name: str, data: bytes) -> None:
+        """Name the file and its temporary file in the manifest, write the
+        temporary file and rename it into place."""
+        tmp = name + ".tmp"
+        self._append({"writing": [name, tmp]})
+        with open(self.output_dir / tmp, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(tmp, self.output_dir / name)
-        entry = ShardEntry(shard, name, docs, hashlib.sha256(data).hexdigest(), errors)
-        with open(self.output_dir / MANIFEST, "a", encoding="utf8") as file:
-            file.write(json.dumps(entry.__dict__) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
+        os.replace(self.output_dir / tmp, self.output_dir / name)
+
+    def add(self, shard: int, data: bytes, docs: int, errors: List[Dict[str, Any]]) -> ShardEntry:
+        """Write one shard and record it."""
+        entry = ShardEntry(shard, shard_name(shard), docs, hashlib.sha256(data).hexdigest(), errors)
+        self._write(entry.file, data)
+        self._append(entry.__dict__)
         self.entries[shard] = entry
         return entry
 
-    def write_errors(self) -> Path:
+    def write_errors(self, extra: Sequence[Dict[str, Any]] = ()) -> Path:
         """errors.jsonl: every document that made the pipeline raise, in
-        input order, from the manifest (so a resumed run lists each once)."""
-        path = self.output_dir / ERRORS
-        tmp = self.output_dir / (ERRORS + ".tmp")
-        with open(tmp, "w", encoding="utf8") as file:
-            for _, entry in sorted(self.entries.items()):
-                for error in entry.errors:
-                    file.write(json.dumps(error) + "\n")
-        os.replace(tmp, path)
-        return path
+        input order, from the manifest (so a resumed run lists each once),
+        then `extra` (documents of shards that could not be written)."""
+        errors = [error for _, entry in sorted(self.entries.items()) for error in entry.errors] + list(extra)
+        self._write(ERRORS, "".join(json.dumps(error) + "\n" for error in errors).encode("utf8"))
+        return self.output_dir / ERRORS
 
 
-def read_manifest(path: Path) -> "tuple[Dict[str, Any], List[ShardEntry]]":
-    """The header and shard lines. A last line cut short by a crash is
-    ignored: its shard is annotated again."""
-    lines = path.read_text(encoding="utf8").splitlines()
+def read_manifest(path: Path) -> Tuple[Dict[str, Any], List[ShardEntry], Set[str]]:
+    """The header, the shard lines and the names of the files written. A
+    last line cut short by a crash is ignored (its shard is annotated
+    again); any other damage is an OutputError naming the line."""
+    lines = path.read_bytes().splitlines()
     if not lines:
         raise OutputError(f"{path}: empty manifest; delete the output directory to start over")
-    try:
-        header = json.loads(lines[0])
-    except json.JSONDecodeError:
-        raise OutputError(f"{path}:1: unreadable manifest header; delete the output directory to start over") from None
-    if header.get("manifest") != MANIFEST_VERSION:
-        raise OutputError(f"{path}: not a manifest of this command (version {header.get('manifest')!r})")
-    entries = []
-    for number, line in enumerate(lines[1:], start=2):
+    header = _parse_line(path, 1, lines[0], last=False)
+    if header is None or header.get("manifest") != MANIFEST_VERSION:
+        raise OutputError(f"{path}:1: not a manifest header of this command; delete the output directory to start over")
+    if not isinstance(header.get("pipeline"), dict) or not isinstance(header.get("input"), dict):
+        raise OutputError(f"{path}:1: damaged manifest header (no pipeline or input); delete the output directory to start over")
+    entries, written = [], set()
+    for number, raw in enumerate(lines[1:], start=2):
+        line = _parse_line(path, number, raw, last=number == len(lines))
+        if line is None:
+            continue
+        if set(line) == {"writing"}:
+            names = line["writing"]
+            if not isinstance(names, list) or not all(isinstance(n, str) and OWN_NAME.fullmatch(n) for n in names):
+                raise _damaged(path, number, "a 'writing' line that names other files")
+            written.update(names)
+            continue
         try:
-            entries.append(ShardEntry(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            if number != len(lines):
-                raise OutputError(f"{path}:{number}: unreadable manifest line") from None
-    return header, entries
+            entry = ShardEntry(**line)
+        except TypeError:
+            raise _damaged(path, number, f"unexpected fields {', '.join(sorted(line))}") from None
+        if not _valid_entry(entry):
+            raise _damaged(path, number, "a shard line with a missing or wrong value")
+        entries.append(entry)
+    return header, entries, written
+
+
+def _parse_line(path: Path, number: int, raw: bytes, last: bool) -> Optional[Dict[str, Any]]:
+    """One manifest line as an object; None for a last line cut short."""
+    try:
+        line = json.loads(raw.decode("utf8"))
+    except UnicodeDecodeError:
+        raise _damaged(path, number, "not valid UTF-8") from None
+    except json.JSONDecodeError:
+        if last and number > 1:
+            return None
+        raise _damaged(path, number, "invalid JSON") from None
+    if not isinstance(line, dict):
+        raise _damaged(path, number, f"a {type(line).__name__}, not a JSON object")
+    return line
+
+
+def _valid_entry(entry: ShardEntry) -> bool:
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    return (
+        count(entry.shard) and count(entry.docs) and entry.file == shard_name(entry.shard)
+        and isinstance(entry.sha256, str) and bool(SHA256.fullmatch(entry.sha256))
+        and isinstance(entry.errors, list) and all(isinstance(error, dict) for error in entry.errors)
+    )
+
+
+def _damaged(path: Path, number: int, what: str) -> OutputError:
+    return OutputError(f"{path}:{number}: damaged manifest line ({what}); delete the output directory to start over")
 
 
 def iter_shard_paths(output_dir: Union[str, Path]) -> Iterator[Path]:
     """The shards of a finished or partial run in input order."""
     output_dir = Path(output_dir)
-    _, entries = read_manifest(output_dir / MANIFEST)
+    _, entries, _ = read_manifest(output_dir / MANIFEST)
     for entry in sorted(entries, key=lambda entry: entry.shard):
         yield output_dir / entry.file
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _describe(value: Optional[Dict[str, Any]]) -> str:
@@ -212,5 +292,5 @@ def _describe(value: Optional[Dict[str, Any]]) -> str:
     if "files" in value:
         files = value["files"]
         names = ", ".join(Path(f[0]).name for f in files[:3]) + (", ..." if len(files) > 3 else "")
-        return f"{len(files)} file(s) {names}, shard size {value['shard_size']}, text field {value['text_field']!r}"
+        return f"{len(files)} file(s) {names}, shard size {value.get('shard_size')}, text field {value.get('text_field')!r}"
     return f"{value.get('path')} (sha256 {str(value.get('sha256'))[:12]})"

@@ -10,24 +10,39 @@ streams the results back (`iter_rows`), writes each shard and records it in
 the manifest. Ray Data limits the shards in flight, so neither the driver nor
 a worker ever holds more than a few shards.
 
-Ray restarts an actor whose process dies and runs its task again
-(`max_restarts`/`max_task_retries`, Ray Data's defaults for actor pools);
-since workers only return data and the driver writes each shard index once,
-a retry costs time, not documents.
+Ray restarts an actor whose process dies and runs its task again, up to
+`WORKER_RETRIES` times. `DeathNotes`, a small actor, keeps what each shard's
+worker was doing: the next try of a shard whose worker died annotates it one
+document at a time, noting each, and the try after a death on one document
+alone stops the run naming that document (in `errors.jsonl`), so a document
+that kills its worker every time costs two restarts, not an endless loop.
+Errors a worker meets that are the user's to fix (a pipeline that does not
+load, an input file that changed) come back as data and end the run with one
+line; so does any failure of Ray itself.
 """
+import math
 import os
 import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy
 
 from .inputs import InputError, InputsArg, Record, Shard, find_input_files, plan_shards, read_shard
-from .manifest import Manifest, OutputError, input_fingerprint, pipeline_fingerprint, resolve_pipeline
+from .manifest import (
+    ERRORS, Manifest, OutputError, PipelineError, input_fingerprint, one_line, pipeline_fingerprint, resolve_pipeline,
+)
 
 ON_ERROR = ("skip", "fail")
+# The command's option for each argument of `annotate` that it checks.
+OPTIONS = {
+    "workers": "--workers", "shard_size": "--shard-size", "batch_size": "--batch-size",
+    "threads_per_worker": "--threads-per-worker", "num_gpus": "--gpus-per-worker", "on_error": "--on-error",
+    "text_field": "--text-field", "address": "--address", "code_path": "--code",
+}
+WORKER_RETRIES = 3  # restarts of an actor, and tries of a task, after a worker died
 MAX_TASKS = 10_000
 INSTALL_HINT = 'Ray is not installed: pip install "spacy-pytorch-shim[ray]" (installs ray[data])'
 
@@ -63,6 +78,27 @@ class AnnotateResult:
     workers: Dict[int, WorkerStats] = field(default_factory=dict)
 
 
+class DeathNotes:
+    """A Ray actor: for each shard in progress, what its worker was doing
+    ("shard", or the index of the one document it was annotating), so that
+    the try after the worker died knows."""
+
+    def __init__(self):
+        self.notes: Dict[int, Union[str, int]] = {}
+
+    def begin(self, shard: int) -> Optional[Union[str, int]]:
+        """Note that `shard` starts; what was noted for it before (a try whose worker died)."""
+        before = self.notes.get(shard)
+        self.notes[shard] = "shard"
+        return before
+
+    def note(self, shard: int, index: int) -> None:
+        self.notes[shard] = index
+
+    def end(self, shard: int) -> None:
+        self.notes.pop(shard, None)
+
+
 class ShardAnnotator:
     """The Ray Data callable class: one pipeline per actor, one shard per call."""
 
@@ -74,25 +110,35 @@ class ShardAnnotator:
         threads: int,
         use_gpu: bool,
         code_path: Optional[str],
+        notes: Any,
     ):
         started = time.perf_counter()
         import spacy
         import torch
-        from spacy.cli._util import import_code
 
-        torch.set_num_threads(threads)
-        import_code(code_path)
-        if use_gpu:
-            spacy.require_gpu(0)  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
-        self.nlp = spacy.load(pipeline)
+        self.notes = notes
         self.text_field = text_field
         self.batch_size = batch_size
+        self.fatal: Optional[Tuple[str, str]] = None  # a load failure, reported with each shard
+        torch.set_num_threads(threads)
+        try:
+            if code_path:
+                spacy.util.import_file("python_code", code_path)
+        except Exception as err:
+            self.fatal = ("pipeline", f"{code_path}: cannot be imported in a worker ({one_line(err)})")
+        else:
+            try:
+                if use_gpu:
+                    spacy.require_gpu(0)  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
+                self.nlp = spacy.load(pipeline)
+            except Exception as err:
+                self.fatal = ("pipeline", f"{pipeline}: cannot be loaded in a worker ({one_line(err)})")
         self.load_s = time.perf_counter() - started
 
     def __call__(self, batch: Dict[str, numpy.ndarray]) -> Dict[str, numpy.ndarray]:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         results = [self.annotate(Shard(**{k: _plain(v) for k, v in row.items()})) for row in rows]
-        columns = ("shard", "data", "docs", "words", "errors")
+        columns = ("shard", "data", "docs", "words", "errors", "fatal_kind", "fatal")
         output = {name: numpy.array([r[i] for r in results], dtype=object) for i, name in enumerate(columns)}
         n = len(results)
         output["pid"] = numpy.full(n, os.getpid())
@@ -100,14 +146,26 @@ class ShardAnnotator:
         output["peak_rss_mb"] = numpy.full(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return output
 
-    def annotate(self, shard: Shard) -> Tuple[int, bytes, int, int, str]:
+    def annotate(self, shard: Shard) -> Tuple[int, bytes, int, int, str, str, str]:
+        """(shard, DocBin bytes, docs, words, errors as JSON, fatal kind, fatal message)."""
         import json
 
+        import ray
         import srsly
         from spacy.tokens import DocBin
         from spacy.util import minibatch
 
-        records = read_shard(shard, self.text_field, self.nlp.vocab)
+        if self.fatal:
+            return (shard.index, b"", 0, 0, "[]", *self.fatal)
+        try:
+            records = read_shard(shard, self.text_field, self.nlp.vocab)
+        except InputError as err:
+            return shard.index, b"", 0, 0, "[]", "input", str(err)
+        died = ray.get(self.notes.begin.remote(shard.index))
+        if isinstance(died, int):
+            record = next(r for r in records if r.index == died)
+            error = _error(shard, record, "the worker process died while annotating this document")
+            return shard.index, b"", 0, 0, json.dumps([error]), "crash", ""
         # DocBin(store_user_data=True).add packs each doc's user_data with a
         # new msgpack Packer, which looks srsly's encoders up through entry
         # points: 0.6 ms a doc, more than a textcat prediction. One Packer for
@@ -117,14 +175,19 @@ class ShardAnnotator:
         user_data: List[bytes] = []
         errors: List[Dict[str, Any]] = []
         words = 0
-        for batch in minibatch(records, self.batch_size):
+        # After a worker died on this shard: one document at a time, each noted.
+        batches = minibatch(records, self.batch_size) if died is None else ([r] for r in records)
+        for batch in batches:
+            if died is not None:
+                ray.get(self.notes.note.remote(shard.index, batch[0].index))
             for doc in self._pipe(shard, list(batch), errors):
                 words += len(doc)
                 doc_bin.add(doc)
                 user_data.append(packer.pack(doc.user_data))
         doc_bin.store_user_data = True
         doc_bin.user_data = user_data
-        return shard.index, doc_bin.to_bytes(), len(doc_bin), words, json.dumps(errors)
+        ray.get(self.notes.end.remote(shard.index))
+        return shard.index, doc_bin.to_bytes(), len(doc_bin), words, json.dumps(errors), "", ""
 
     def _pipe(self, shard: Shard, records: List[Record], errors: List[Dict[str, Any]]):
         """The annotated docs of one batch. When the batch raises, each of its
@@ -138,9 +201,7 @@ class ShardAnnotator:
             try:
                 docs.append(self.nlp(self._make_doc(shard, record)))
             except Exception as err:
-                errors.append(
-                    {"index": record.index, "file": shard.path, "line": record.line, "error": f"{type(err).__name__}: {err}"}
-                )
+                errors.append(_error(shard, record, f"{type(err).__name__}: {err}"))
         return docs
 
     def _make_doc(self, shard: Shard, record: Record):
@@ -179,24 +240,25 @@ def annotate(
     input. A document that makes the pipeline raise goes to `errors.jsonl`
     (`on_error="skip"`) or stops the run (`"fail"`, `AnnotationError`).
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
-    if workers < 1 or batch_size < 1 or threads_per_worker < 1:
-        raise ValueError("workers, batch_size and threads_per_worker must be at least 1")
+    for name, value in (("workers", workers), ("shard_size", shard_size), ("batch_size", batch_size),
+                        ("threads_per_worker", threads_per_worker)):
+        _check(name, value, isinstance(value, int) and not isinstance(value, bool) and value >= 1, "a whole number of at least 1")
+    _check("num_gpus", num_gpus, isinstance(num_gpus, (int, float)) and not isinstance(num_gpus, bool)
+           and num_gpus >= 0 and (num_gpus <= 1 or (math.isfinite(num_gpus) and num_gpus == int(num_gpus))),
+           "a number from 0 to 1, or a whole number")
+    _check("on_error", on_error, on_error in ON_ERROR, " or ".join(repr(v) for v in ON_ERROR))
+    _check("text_field", text_field, isinstance(text_field, str) and bool(text_field), "a field name (not empty)")
+    _check("address", address, address is None or (isinstance(address, str) and bool(address)), "HOST:PORT or 'auto'")
+    _check("code_path", code_path, code_path is None or Path(code_path).is_file(), "an existing Python file")
     pipeline_path = resolve_pipeline(pipeline)
-    if code_path is not None and not Path(code_path).is_file():
-        raise FileNotFoundError(f"{code_path}: no such code file")
-    files = find_input_files(inputs)
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"{output_dir}: exists and is not a directory")
+    files = find_input_files(inputs, output_dir)
     header = {
         "pipeline": {"path": str(pipeline_path), "sha256": pipeline_fingerprint(pipeline_path)},
         "input": input_fingerprint(files, shard_size, text_field),
     }
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputError(f"{output_dir}: exists and is not a directory")
-    inside = [f for f in files if output_dir.resolve() in f.parents]
-    if inside:
-        raise InputError(f"{inside[0]}: an input file inside the output directory {output_dir}")
     shards = list(plan_shards(files, shard_size, text_field))
     manifest = Manifest.open(output_dir, header)
     pending = [s for s in shards if s.index not in manifest.entries]
@@ -239,10 +301,13 @@ def _run(
     started = time.perf_counter()
     started_ray = not ray.is_initialized()
     if started_ray:
-        if address:
-            ray.init(address=address, logging_level="warning")
-        else:
-            ray.init(include_dashboard=False, logging_level="warning")
+        try:
+            if address:
+                ray.init(address=address, logging_level="warning")
+            else:
+                ray.init(include_dashboard=False, logging_level="warning")
+        except Exception as err:
+            raise AnnotationError(f"{address or 'a local Ray instance'}: Ray could not start ({one_line(err)})") from None
     try:
         result.ray_start_s = time.perf_counter() - started
         _check_resources(ray.cluster_resources(), workers, threads, num_gpus)
@@ -263,6 +328,7 @@ def _run(
                 "threads": threads,
                 "use_gpu": num_gpus > 0,
                 "code_path": str(Path(code_path).resolve()) if code_path else None,
+                "notes": ray.remote(num_cpus=0)(DeathNotes).remote(),
             },
             batch_size=1,
             # One shard running and one queued per actor: no idle gap between
@@ -270,15 +336,18 @@ def _run(
             compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
             num_cpus=threads,
             num_gpus=num_gpus or None,
+            max_restarts=WORKER_RETRIES,
+            max_task_retries=WORKER_RETRIES,
         )
         by_index = {s.index: s for s in pending}
         done_docs = total_docs - sum(s.count for s in pending)
         with tqdm(total=total_docs, initial=done_docs, unit="doc", disable=not progress, smoothing=0.1) as bar:
-            for row in dataset.iter_rows():
+            for row in _rows(dataset):
                 index = int(row["shard"])
                 if index in manifest.entries:
                     continue  # a retried task's second result: the shard is written once
                 errors = json.loads(row["errors"])
+                _stop_on_fatal(row, errors, manifest)
                 if errors and on_error == "fail":
                     first = errors[0]
                     raise AnnotationError(
@@ -296,6 +365,53 @@ def _run(
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _rows(dataset) -> Iterator[Dict[str, Any]]:
+    """The dataset's rows; a failure of Ray (a worker that kept dying for
+    reasons no document explains, a lost cluster) as one line."""
+    rows = iter(dataset.iter_rows())
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as err:
+            raise AnnotationError(
+                f"the Ray workers failed ({one_line(err)}); the shards written so far are kept: "
+                "run the same command again to resume"
+            ) from None
+        yield row
+
+
+def _stop_on_fatal(row: Dict[str, Any], errors: List[Dict[str, Any]], manifest: Manifest) -> None:
+    """End the run on what a worker reported as fatal: a pipeline it cannot
+    load, an input it cannot read, or a document that killed it twice (in
+    errors.jsonl, with the errors of the shards written so far)."""
+    kind, message = row["fatal_kind"], row["fatal"]
+    if kind == "pipeline":
+        raise PipelineError(message)
+    if kind == "input":
+        raise InputError(message)
+    if kind == "crash":
+        manifest.write_errors(errors)
+        error = errors[0]
+        raise AnnotationError(
+            f"{error['file']}:{error['line']}: document {error['index']} killed its worker twice (a crash in "
+            f"the pipeline, or out of memory); it is listed in {manifest.output_dir / ERRORS}. Remove it from "
+            "the input (or fix the pipeline) and run the same command again to resume"
+        )
+
+
+def _check(name: str, value: Any, allowed: bool, expected: str) -> None:
+    """Refuse a bad argument, naming it as the function and the command do."""
+    if not allowed:
+        raise ValueError(f"{name} ({OPTIONS[name]}): {value!r} is not allowed; expected {expected}")
+
+
+def _error(shard: Shard, record: Record, error: str) -> Dict[str, Any]:
+    """A line of errors.jsonl."""
+    return {"index": record.index, "file": shard.path, "line": record.line, "error": error}
 
 
 def _check_resources(resources: Dict[str, float], workers: int, threads: int, num_gpus: float) -> None:

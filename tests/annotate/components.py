@@ -1,6 +1,7 @@
 """Components that misbehave on purpose, imported with `--code`/`code_path`
-by the tests' workers: one kills its own worker process, one raises, one is
-slow enough that a run can be stopped part-way."""
+by the tests' workers: one kills its own worker process once, one crashes it
+on every document with a marker token, one raises, one is slow enough that
+a run can be stopped part-way."""
 import os
 import signal
 import time
@@ -29,14 +30,18 @@ class KillOnce:
         return doc
 
 
-class RaiseOn:
-    """Raises on every document that contains `token`."""
+class OnToken:
+    """Raises, or crashes its process (SIGSEGV) if `crash`, on every
+    document that contains `token`."""
 
-    def __init__(self, token: str):
+    def __init__(self, token: str, crash: bool):
         self.token = token
+        self.crash = crash
 
     def __call__(self, doc: Doc) -> Doc:
         if any(t.text == self.token for t in doc):
+            if self.crash:
+                os.kill(os.getpid(), signal.SIGSEGV)
             raise ValueError(f"found {self.token!r}")
         return doc
 
@@ -47,8 +52,13 @@ def make_kill_once(nlp: Language, name: str, marker: str, index: int) -> KillOnc
 
 
 @Language.factory("test_raise_on", default_config={"token": "BOOM"})
-def make_raise_on(nlp: Language, name: str, token: str) -> RaiseOn:
-    return RaiseOn(token)
+def make_raise_on(nlp: Language, name: str, token: str) -> OnToken:
+    return OnToken(token, crash=False)
+
+
+@Language.factory("test_crash_on", default_config={"token": "CRASH"})
+def make_crash_on(nlp: Language, name: str, token: str) -> OnToken:
+    return OnToken(token, crash=True)
 
 
 @Language.component("test_slow")

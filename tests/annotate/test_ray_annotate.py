@@ -1,7 +1,8 @@
 """Runs on a local Ray instance (session fixture): exactly once and the same
 annotations as one-process `nlp.pipe` (NER and textcat), every input format,
-a worker killed mid-run, documents that raise (skip and fail), and a rerun
-of a finished run that annotates nothing."""
+a worker killed mid-run, documents that raise (skip and fail), a rerun
+of a finished run that annotates nothing, an output directory inside the
+input directory, and a pipeline that workers cannot load."""
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import spacy
 from spacy.tokens import DocBin
 
 from ray_helpers import assert_same_annotations, read_output, write_jsonl
-from spacy_pytorch_shim.annotate import ERRORS, MANIFEST, AnnotationError, annotate
+from spacy_pytorch_shim.annotate import ERRORS, MANIFEST, AnnotationError, PipelineError, annotate
 from spacy_pytorch_shim.annotate import run as annotate_module
 
 
@@ -27,8 +28,8 @@ def test_ner_exactly_once_and_as_nlp_pipe(ray_address, pipelines, texts, referen
     assert docs[3].user_data["fields"] == {"id": "doc-3", "source": "btc"}
     assert docs[3].user_data["line"] == 4
     assert docs[3].user_data["file"] == str(path)
-    lines = (tmp_path / "out" / MANIFEST).read_text().splitlines()
-    assert sorted(json.loads(line)["shard"] for line in lines[1:]) == [0, 1, 2, 3, 4]
+    lines = [json.loads(line) for line in (tmp_path / "out" / MANIFEST).read_text().splitlines()[1:]]
+    assert sorted(line["shard"] for line in lines if "shard" in line) == [0, 1, 2, 3, 4]
     assert (tmp_path / "out" / ERRORS).read_text() == ""
 
     again = annotate(pipelines["ner"], path, tmp_path / "out", workers=2, shard_size=25, batch_size=8)
@@ -92,3 +93,22 @@ def test_documents_that_raise_skip_and_fail(ray_address, pipelines, texts, refer
     with pytest.raises(AnnotationError, match=r"corpus\.jsonl:(8: document 7|54: document 53) made the pipeline raise: ValueError: found 'BOOM'"):
         annotate(tmp_path / "pipeline", path, tmp_path / "fail", workers=2, shard_size=30, code_path=components, on_error="fail")
     shutil.rmtree(tmp_path / "fail")
+
+
+def test_an_output_directory_inside_the_input_directory_resumes(ray_address, pipelines, texts, tmp_path):
+    """The input directory's files are read without the output's shards and manifest."""
+    write_jsonl(tmp_path / "a.jsonl", texts["ner"][:3])
+    first = annotate(pipelines["ner"], tmp_path, tmp_path / "out", shard_size=2)
+    assert (first.shards_total, first.docs) == (2, 3)
+    again = annotate(pipelines["ner"], tmp_path, tmp_path / "out", shard_size=2)
+    assert (again.shards_kept, again.docs) == (2, 0)
+
+
+def test_a_pipeline_that_workers_cannot_load_is_named(ray_address, pipelines, texts, tmp_path):
+    """Its config reads (checked before the run); its weights do not."""
+    shutil.copytree(pipelines["ner"], tmp_path / "pipeline")
+    for path in (tmp_path / "pipeline").glob("*/model"):
+        path.write_bytes(b"not weights")
+    path = write_jsonl(tmp_path / "corpus.jsonl", texts["ner"][:2])
+    with pytest.raises(PipelineError, match=r"pipeline: cannot be loaded in a worker \(\w+: "):
+        annotate(tmp_path / "pipeline", path, tmp_path / "out")

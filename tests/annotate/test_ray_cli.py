@@ -1,15 +1,20 @@
 """`python -m spacy ray-annotate` in subprocesses: the embedded local Ray
 instance, joining a running one with --address, resuming after Ctrl-C and
-after the driver was killed part-way, bad input, and a machine without the ray extra."""
+after the driver was killed part-way, a document that crashes its worker
+every time, bad input, arguments and output directories as one line, and a
+machine without the ray extra."""
+import json
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import spacy
+from spacy.tokens import DocBin
 
 from ray_helpers import COMPONENTS, assert_same_annotations, read_output, run_spacy, write_jsonl
-from spacy_pytorch_shim.annotate import MANIFEST
+from spacy_pytorch_shim.annotate import ERRORS, MANIFEST
 
 
 def flat(text: str) -> str:
@@ -35,6 +40,12 @@ def _handle_sigint() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 
 
+def shard_lines(manifest) -> list:
+    """The manifest's lines that record a shard (not the header, nor the
+    lines that name files about to be written)."""
+    return [line for line in manifest.read_text().splitlines() if line.startswith('{"shard"')] if manifest.exists() else []
+
+
 def stop_driver_after(args, manifest, n_shards: int, sig: int) -> subprocess.CompletedProcess:
     """Start the command, send `sig` once `n_shards` shards are recorded."""
     driver = subprocess.Popen(
@@ -45,7 +56,7 @@ def stop_driver_after(args, manifest, n_shards: int, sig: int) -> subprocess.Com
         preexec_fn=_handle_sigint,
     )
     deadline = time.monotonic() + 180
-    while not manifest.exists() or len(manifest.read_text().splitlines()) < 1 + n_shards:
+    while len(shard_lines(manifest)) < n_shards:
         assert driver.poll() is None, driver.stdout.read()
         assert time.monotonic() < deadline, "no shard written in time"
         time.sleep(0.05)
@@ -70,12 +81,12 @@ def test_resume_after_ctrl_c_and_after_the_driver_was_killed(ray_address, pipeli
     interrupted = stop_driver_after(args, out / MANIFEST, 2, signal.SIGINT)
     assert interrupted.returncode == 130, interrupted.stdout
     assert "run the same command again to resume" in flat(interrupted.stdout)
-    first = (out / MANIFEST).read_text().splitlines()[1:]
+    first = shard_lines(out / MANIFEST)
     assert 2 <= len(first) < 8, "the run was not stopped part-way"
 
     killed = stop_driver_after(args, out / MANIFEST, len(first) + 2, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
-    recorded = (out / MANIFEST).read_text().splitlines()[1:]
+    recorded = shard_lines(out / MANIFEST)
     # A resumed run rewrites the manifest in shard order: compare as sets.
     assert set(first) <= set(recorded), "shards recorded by the first run were dropped"
     assert len(recorded) < 8, "the run was not stopped part-way"
@@ -100,6 +111,12 @@ def test_bad_input_is_named_with_its_line(pipelines, tmp_path):
     result = run_spacy(["ray-annotate", tmp_path / "no-pipeline", path, tmp_path / "out", "--text-field", "body"])
     assert result.returncode == 1
     assert "no-pipeline: no such pipeline (neither a directory nor an installed package)" in flat(result.stdout)
+    (tmp_path / "not-a-pipeline").mkdir()
+    (tmp_path / "not-a-pipeline" / "config.cfg").write_text("not a config\n")
+    result = run_spacy(["ray-annotate", tmp_path / "not-a-pipeline", path, tmp_path / "out", "--text-field", "body"])
+    assert result.returncode == 1
+    assert "not-a-pipeline/config.cfg: not a readable pipeline config" in flat(result.stdout)
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_without_ray_the_command_says_how_to_install_it(pipelines, tmp_path):
@@ -112,3 +129,49 @@ def test_without_ray_the_command_says_how_to_install_it(pipelines, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert 'pip install "spacy-pytorch-shim[ray]"' in flat(result.stdout)
+
+
+def test_a_document_that_crashes_its_worker_every_time_ends_the_run(ray_address, pipelines, texts, components, tmp_path):
+    """Two worker deaths (in its batch, then alone), then the run ends,
+    naming the document, which is in errors.jsonl."""
+    nlp = spacy.load(pipelines["ner"])
+    nlp.add_pipe("test_crash_on", config={"token": "CRASH"})
+    nlp.to_disk(tmp_path / "pipeline")
+    corpus = texts["ner"][:6]
+    corpus[4] = "it will CRASH here"
+    path = write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    result = run_spacy(["ray-annotate", tmp_path / "pipeline", path, tmp_path / "out", "--shard-size", "3",
+                        "--code", COMPONENTS, "--address", ray_address, "--no-progress"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{path}:5: document 4 killed its worker twice" in flat(result.stdout)
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [json.loads(line) for line in (tmp_path / "out" / ERRORS).read_text().splitlines()]
+    assert [(e["index"], e["file"], e["line"]) for e in errors] == [(4, str(path), 5)]
+
+
+def _undecodable_spacy(tmp_path):
+    doc_bin = DocBin(docs=[spacy.blank("en")("fine"), spacy.blank("en")("broken")])
+    doc_bin.span_groups[1] = b"\x93not span groups"
+    (tmp_path / "in.spacy").write_bytes(doc_bin.to_bytes())
+    return [tmp_path / "in.spacy", tmp_path / "out"], "in.spacy:2: doc 2 cannot be decoded"
+
+
+def _damaged_manifest(tmp_path):
+    (tmp_path / "in.txt").write_text("one\n", encoding="utf8")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / MANIFEST).write_text('{"manifest": 1, "pipeline": {}, "input": {}}\n{"shard": 0, "file": null}\n')
+    return [tmp_path / "in.txt", tmp_path / "out"], f"out/{MANIFEST}:2: damaged manifest line"
+
+
+def _bad_shard_size(tmp_path):
+    (tmp_path / "in.txt").write_text("one\n", encoding="utf8")
+    return [tmp_path / "in.txt", tmp_path / "out", "--shard-size", "0"], "shard_size (--shard-size): 0 is not allowed; expected a whole number of at least 1"
+
+
+@pytest.mark.parametrize("make", [_undecodable_spacy, _damaged_manifest, _bad_shard_size])
+def test_user_errors_are_one_line_before_any_work(pipelines, tmp_path, make):
+    args, message = make(tmp_path)
+    result = run_spacy(["ray-annotate", pipelines["ner"], *args])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in flat(result.stdout)
+    assert "Traceback" not in result.stdout + result.stderr

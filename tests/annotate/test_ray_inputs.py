@@ -11,7 +11,7 @@ from spacy.tokens import DocBin
 from ray_helpers import write_jsonl
 from spacy_pytorch_shim.annotate import InputError, OutputError, PipelineError, annotate
 from spacy_pytorch_shim.annotate.inputs import find_input_files, plan_shards, read_shard
-from spacy_pytorch_shim.annotate.manifest import MANIFEST, Manifest, input_fingerprint
+from spacy_pytorch_shim.annotate.manifest import ERRORS, MANIFEST, Manifest, input_fingerprint
 
 
 def texts_of(shards, text_field="text"):
@@ -131,13 +131,16 @@ def test_output_of_a_different_pipeline_or_input_is_refused(tmp_path, pipelines)
     assert json.loads((out / MANIFEST).read_text().splitlines()[0])["input"]["files"][0][0] == str(path.resolve())
 
 
-def test_output_directory_inside_the_input_is_refused(tmp_path, pipelines):
-    """A rerun would read the first run's shards as input."""
-    write_jsonl(tmp_path / "a.jsonl", ["x"])
+def test_an_input_file_named_inside_the_output_directory_is_refused(tmp_path, pipelines):
+    """A directory or glob input leaves the output directory out; a file
+    named there is refused."""
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "000000.spacy").write_bytes(b"")
     with pytest.raises(InputError, match=r"000000\.spacy: an input file inside the output directory"):
-        annotate(pipelines["ner"], tmp_path, tmp_path / "out")
+        annotate(pipelines["ner"], tmp_path / "out" / "000000.spacy", tmp_path / "out")
+    write_jsonl(tmp_path / "a.jsonl", ["x"])
+    assert find_input_files(tmp_path, tmp_path / "out") == [tmp_path / "a.jsonl"]
+    assert find_input_files(str(tmp_path / "**" / "*.*"), tmp_path / "out") == [tmp_path / "a.jsonl"]
 
 
 def test_foreign_spacy_files_in_output_are_refused(tmp_path, pipelines):
@@ -145,6 +148,97 @@ def test_foreign_spacy_files_in_output_are_refused(tmp_path, pipelines):
     out = tmp_path / "out"
     out.mkdir()
     DocBin().to_disk(out / "mine.spacy")
-    with pytest.raises(OutputError, match=f"holds .spacy files but no {MANIFEST}"):
+    with pytest.raises(OutputError, match=f"holds mine.spacy but no {MANIFEST}"):
         annotate(pipelines["ner"], path, out)
     assert (out / "mine.spacy").exists()
+
+
+def test_a_spacy_doc_that_cannot_be_decoded_is_named_before_any_work(tmp_path):
+    """The container reads, its second doc does not decode."""
+    nlp = spacy.blank("en")
+    doc_bin = DocBin(docs=[nlp("one"), nlp("two"), nlp("three")])
+    doc_bin.span_groups[1] = b"\x93not span groups"
+    (tmp_path / "bad.spacy").write_bytes(doc_bin.to_bytes())
+    with pytest.raises(InputError, match=r"bad\.spacy:2: doc 2 cannot be decoded \("):
+        list(plan_shards([tmp_path / "bad.spacy"], 10, "text"))
+    assert gc.isenabled()
+
+
+def test_files_the_command_did_not_write_are_kept(tmp_path):
+    """Temporary-looking files and directories of others stay, with or
+    without a manifest; only files the manifest names are removed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.tmp").write_text("mine")
+    (out / "x.tmp").mkdir()
+    header = {"pipeline": {"path": "p", "sha256": "0" * 64}, "input": {"files": []}}
+    manifest = Manifest.open(out, header)
+    manifest.add(0, b"shard zero", 1, [])
+    (out / "000001.spacy.tmp").write_bytes(b"cut short")  # as a crash leaves it
+    with (out / MANIFEST).open("a") as file:
+        file.write(json.dumps({"writing": ["000001.spacy", "000001.spacy.tmp"]}) + "\n")
+    Manifest.open(out, header)
+    assert sorted(p.name for p in out.iterdir()) == ["000000.spacy", MANIFEST, "notes.tmp", "x.tmp"]
+    assert (out / "notes.tmp").read_text() == "mine"
+
+    (out / "000007.spacy").write_bytes(b"someone else's")
+    with pytest.raises(OutputError, match=r"000007\.spacy: not written by this command"):
+        Manifest.open(out, header)
+    assert (out / "000007.spacy").read_bytes() == b"someone else's"
+    (out / "000007.spacy").unlink()
+    (out / ERRORS).write_text("someone else's")
+    with pytest.raises(OutputError, match=r"errors\.jsonl: not written by this command"):
+        Manifest.open(out, header)
+
+
+GOOD_ENTRY = {"shard": 0, "file": "000000.spacy", "docs": 1, "sha256": "0" * 64, "errors": []}
+
+
+@pytest.mark.parametrize(
+    "lines,message",
+    [
+        ([b"[1]"], r":1: damaged manifest line \(a list, not a JSON object\)"),
+        ([b"\xff\xfe"], r":1: damaged manifest line \(not valid UTF-8\)"),
+        ([b'{"manifest": 1}'], r":1: damaged manifest header"),
+        ([None, json.dumps({**GOOD_ENTRY, "sha256": None}).encode(), json.dumps(GOOD_ENTRY).encode()],
+         r":2: damaged manifest line \(a shard line with a missing or wrong value\)"),
+        ([None, json.dumps({**GOOD_ENTRY, "file": "../../elsewhere"}).encode()], r":2: damaged manifest line"),
+        ([None, b'{"shard": 0}'], r":2: damaged manifest line \(unexpected fields shard\)"),
+        ([None, b"\xff", json.dumps(GOOD_ENTRY).encode()], r":2: damaged manifest line \(not valid UTF-8\)"),
+        ([None, b'{"writing": ["../x"]}'], r":2: damaged manifest line \(a 'writing' line"),
+    ],
+)
+def test_a_damaged_manifest_is_named_with_its_line(tmp_path, lines, message):
+    """None stands for a good header."""
+    header = {"pipeline": {"path": "p", "sha256": "0" * 64}, "input": {"files": []}}
+    out = tmp_path / "out"
+    out.mkdir()
+    good = json.dumps({"manifest": 1, **header}).encode()
+    (out / MANIFEST).write_bytes(b"\n".join(good if line is None else line for line in lines) + b"\n")
+    with pytest.raises(OutputError, match=f"{MANIFEST}{message}"):
+        Manifest.open(out, header)
+
+
+@pytest.mark.parametrize(
+    "argument,value,message",
+    [
+        ("workers", 0, r"workers \(--workers\): 0 is not allowed; expected a whole number of at least 1"),
+        ("workers", 1.5, r"workers \(--workers\): 1\.5 is not allowed"),
+        ("shard_size", -3, r"shard_size \(--shard-size\): -3 is not allowed"),
+        ("batch_size", 0, r"batch_size \(--batch-size\): 0 is not allowed"),
+        ("threads_per_worker", True, r"threads_per_worker \(--threads-per-worker\): True is not allowed"),
+        ("num_gpus", -1.0, r"num_gpus \(--gpus-per-worker\): -1\.0 is not allowed; expected a number from 0 to 1, or a whole number"),
+        ("num_gpus", 1.5, r"num_gpus \(--gpus-per-worker\): 1\.5 is not allowed"),
+        ("num_gpus", float("nan"), r"num_gpus \(--gpus-per-worker\): nan is not allowed"),
+        ("num_gpus", float("inf"), r"num_gpus \(--gpus-per-worker\): inf is not allowed"),
+        ("on_error", "ignore", r"on_error \(--on-error\): 'ignore' is not allowed; expected 'skip' or 'fail'"),
+        ("text_field", "", r"text_field \(--text-field\): '' is not allowed"),
+        ("address", "", r"address \(--address\): '' is not allowed"),
+        ("code_path", "no/such/code.py", r"code_path \(--code\): 'no/such/code.py' is not allowed; expected an existing Python file"),
+    ],
+)
+def test_bad_arguments_are_named_with_value_and_what_is_allowed(tmp_path, pipelines, argument, value, message):
+    path = write_jsonl(tmp_path / "a.jsonl", ["x"])
+    with pytest.raises(ValueError, match=message):
+        annotate(pipelines["ner"], path, tmp_path / "out", **{argument: value})
+    assert not (tmp_path / "out").exists()
