@@ -21,6 +21,7 @@ ARCHITECTURES = [
     "spacy-pytorch-shim.TorchTextCat.v3",
     "spacy-pytorch-shim.TorchTok2Vec.v4",
     "spacy-pytorch-shim.TorchTextCat.v4",
+    "spacy-pytorch-shim.HFEncoder.v1",
 ]
 FACTORIES = ["torch_ner", "torch_textcat", "torch_textcat_multilabel"]
 CALLBACKS = ["spacy-pytorch-shim.learn_without_forgetting.v1"]
