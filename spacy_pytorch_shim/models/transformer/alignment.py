@@ -1,8 +1,9 @@
 """Which of a fast tokenizer's pieces belong to which spaCy token, by
 character offsets, so spaCy's tokens are never re-split or re-joined."""
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy
+from spacy.attrs import IDX, IS_SPACE, LENGTH
 from spacy.tokens import Doc
 
 POOLINGS = ("mean", "first", "last")
@@ -15,29 +16,26 @@ def align_pieces(doc: Doc, offsets: Sequence[Tuple[int, int]]) -> Tuple[numpy.nd
     a space token before it). Whitespace between tokens belongs to none, and
     a token the tokenizer gave no piece (whitespace, dropped characters) has
     no pair."""
+    idx, length, is_space = doc.to_array([IDX, LENGTH, IS_SPACE]).astype("i8").T.reshape(3, -1)
+    owner = numpy.repeat(numpy.arange(len(doc)), length)
+    # Each token's character positions, all tokens at once.
+    chars = numpy.arange(length.sum()) + numpy.repeat(idx - (numpy.cumsum(length) - length), length)
+    space = numpy.repeat(is_space.astype(bool), length)
     char_token = numpy.full(len(doc.text) + 1, -1, dtype="i")
     space_token = numpy.full(len(doc.text) + 1, -1, dtype="i")
-    for token in doc:
-        chars = space_token if token.is_space else char_token
-        chars[token.idx : token.idx + len(token.text)] = token.i
-    tokens: List[numpy.ndarray] = []
-    pieces: List[numpy.ndarray] = []
-    for piece, (start, end) in enumerate(offsets):
-        if end <= start:
-            continue
-        found = numpy.unique(char_token[start:end])
-        found = found[found >= 0]
-        if not len(found):
-            found = numpy.unique(space_token[start:end])
-            found = found[found >= 0]
-        tokens.append(found)
-        pieces.append(numpy.full(len(found), piece, dtype="i"))
-    if not tokens:
-        return numpy.zeros(0, dtype="i"), numpy.zeros(0, dtype="i")
-    token_ids = numpy.concatenate(tokens)
-    piece_ids = numpy.concatenate(pieces)
-    order = numpy.lexsort((piece_ids, token_ids))
-    return token_ids[order], piece_ids[order]
+    char_token[chars[~space]] = owner[~space]
+    space_token[chars[space]] = owner[space]
+    offsets = numpy.asarray(offsets, dtype="i8").reshape(-1, 2)
+    n_chars = numpy.maximum(offsets[:, 1] - offsets[:, 0], 0)
+    piece = numpy.repeat(numpy.arange(len(offsets)), n_chars)
+    chars = numpy.arange(n_chars.sum()) + numpy.repeat(offsets[:, 0] - (numpy.cumsum(n_chars) - n_chars), n_chars)
+    token = char_token[chars]
+    covered = numpy.zeros(len(offsets), dtype=bool)
+    covered[piece[token >= 0]] = True
+    token = numpy.where(covered[piece], token, space_token[chars])
+    keep = token >= 0
+    pairs = numpy.unique(numpy.stack([token[keep], piece[keep]], axis=1), axis=0).reshape(-1, 2)
+    return pairs[:, 0].astype("i"), pairs[:, 1].astype("i")
 
 
 def pool_weights(token_ids: numpy.ndarray, pooling: str) -> numpy.ndarray:
