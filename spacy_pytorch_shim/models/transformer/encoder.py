@@ -94,8 +94,19 @@ def init(model: Model, X: Any = None, Y: Any = None) -> None:
         transformer, tokenizer = load_pretrained(model.attrs["hf_name"])
         check_encoder(model, transformer, tokenizer)
         if model.attrs["gradient_checkpointing"]:
-            transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(transformer)
         shim.set_transformer(transformer, tokenizer)
+
+
+def enable_checkpointing(transformer: torch.nn.Module) -> None:
+    """Activation checkpointing under its transformers 5 name (the old one
+    goes in 6), non-reentrant (gradients reach the frozen embeddings' users)."""
+    kwargs = {"use_reentrant": False}
+    transformer.config.use_cache = False
+    if hasattr(transformer, "activation_checkpointing_enable"):
+        transformer.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def load_pretrained(name: str) -> Tuple[torch.nn.Module, Any]:

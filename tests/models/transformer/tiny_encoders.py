@@ -44,6 +44,7 @@ def save_tiny_encoder(kind: str, path: Path, texts: List[str]) -> Path:
                                               pos_att_type=["p2c", "c2p"], pad_token_id=tokenizer.pad_token_id)
     elif kind == "modernbert":
         config = transformers.ModernBertConfig(**common, global_attn_every_n_layers=2, local_attention=16,
+                                               bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
                                                pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
                                                sep_token_id=tokenizer.sep_token_id)
     elif kind == "distilbert":
