@@ -64,7 +64,9 @@ def build_hf_encoder(
         if window is not None and stride >= window:
             raise ValueError(f"{ARCH}: `stride` ({stride}) must be less than `window` ({window}) for windows to overlap")
     shim = HFShim(
-        PooledEncoder(autocast_dtype=PRECISIONS[mixed_precision]), mixed_precision=mixed_precision == "float16", layer_decay=float(layer_decay)
+        PooledEncoder(autocast_dtype=PRECISIONS[mixed_precision]),
+        width=width,
+        mixed_precision=mixed_precision == "float16", layer_decay=float(layer_decay)
     )
     return Model(
         "hf_encoder",

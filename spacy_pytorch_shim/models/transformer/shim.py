@@ -22,16 +22,23 @@ _KEYS = {"format", "config", "tokenizer", "weights"}
 class HFShim(TorchShim):
     """A TorchShim whose module is a `PooledEncoder`, empty until the encoder
     is loaded: from `from_pretrained` at initialization, or from saved bytes
-    (`read_bytes`). Callbacks given to `when_built` run each time an encoder
+    (`read_bytes`; any saved encoder of hidden size `width`). Callbacks given to `when_built` run each time an encoder
     is put in (e.g. ParamGroups' freezing), after `layer_decay` has set the
     learn-rate multipliers."""
 
     _model: PooledEncoder
 
     def __init__(
-        self, module: PooledEncoder, *, mixed_precision: bool = False, layer_decay: float = 1.0, device: Optional[torch.device] = None
+        self,
+        module: PooledEncoder,
+        *,
+        width: Optional[int] = None,
+        mixed_precision: bool = False,
+        layer_decay: float = 1.0,
+        device: Optional[torch.device] = None,
     ):
         super().__init__(module, mixed_precision=mixed_precision, device=device)
+        self.width = width
         self.layer_decay = layer_decay
         self.tokenizer: Any = None
         self._when_built: List[Callable[[], None]] = []
@@ -103,6 +110,11 @@ class HFShim(TorchShim):
         ):
             raise ModelLoadError(f"Could not read a Hugging Face encoder from {source}: its config or tokenizer files are corrupt")
         transformer, tokenizer = build_from_files(msg["config"], files, source)
+        width = getattr(transformer.config, "hidden_size", None)
+        if self.width is not None and width != self.width:
+            raise ModelLoadError(
+                f"Could not load the Hugging Face encoder from {source}: its hidden size is {width} but the model's width is {self.width}"
+            )
         module = PooledEncoder(transformer)
         state = read_module_state(module, msg["weights"], source=source, allow_nonfinite=allow_nonfinite)
 
