@@ -13,7 +13,7 @@ from ..checks import check_size
 from ..torch_wrapper import forward as torch_wrapper_forward
 from .alignment import POOLINGS, align_pieces, pool_weights
 from .module import PooledEncoder
-from .shim import HFShim, _quiet
+from .shim import HFShim, quiet, without_pooler
 from .windows import best_windows, group_windows, plan_windows
 
 ARCH = "spacy-pytorch-shim.HFEncoder.v1"
@@ -115,9 +115,9 @@ def load_pretrained(name: str) -> Tuple[torch.nn.Module, Any]:
     from transformers import AutoModel, AutoTokenizer
 
     try:
-        with _quiet():
+        with quiet():
             tokenizer = AutoTokenizer.from_pretrained(name)
-            transformer = AutoModel.from_pretrained(name)
+            transformer = without_pooler(AutoModel.from_pretrained(name))
     except Exception as err:  # OSError, ValueError, HTTP errors ... all mean the same here
         first = (str(err) or type(err).__name__).strip().splitlines()[0]
         raise ValueError(f"{ARCH}: `name` {name!r} could not be loaded with from_pretrained: {first}") from None
@@ -175,7 +175,7 @@ def convert_docs(model: Model, docs: List[Doc], is_train: bool) -> Tuple[ArgsKwa
     before, after = special_ids(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     texts = [doc.text for doc in docs]
-    with _quiet():
+    with quiet():
         encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False) if texts else {
             "input_ids": [], "offset_mapping": []}
     windows: List[List[int]] = []

@@ -144,16 +144,25 @@ def build_from_files(config_json: str, files: Dict[str, bytes], source: str):
         try:
             config = AutoConfig.from_pretrained(tmp, local_files_only=True)
             tokenizer = AutoTokenizer.from_pretrained(tmp, local_files_only=True)
-            with _quiet():
-                transformer = AutoModel.from_config(config)
+            with quiet():
+                transformer = without_pooler(AutoModel.from_config(config))
         except Exception as err:  # transformers raises many kinds for bad files
             first = (str(err) or type(err).__name__).splitlines()[0]
             raise ModelLoadError(f"Could not build the saved Hugging Face encoder from {source}: {first}") from None
     return transformer, tokenizer
 
 
+def without_pooler(transformer: torch.nn.Module) -> torch.nn.Module:
+    """The encoder without its sentence pooler (BERT, RoBERTa, XLM-R...), as
+    `add_pooling_layer=False` builds it: token vectors never use it, and an
+    unused parameter would still be decayed in data-parallel training."""
+    if isinstance(getattr(transformer, "pooler", None), torch.nn.Module):
+        transformer.pooler = None
+    return transformer
+
+
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """transformers' progress and init messages off while building."""
     from transformers.utils import logging
 
