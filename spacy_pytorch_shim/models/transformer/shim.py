@@ -14,9 +14,10 @@ from ..serialization import ModelLoadError, _anonymous_source, apply_module_stat
 from ..torch_shim import TorchShim
 from .layer_decay import layer_decay_multipliers
 from .module import PooledEncoder
+from .quantize import INT8, quantize_linears
 
 FORMAT = "spacy-pytorch-shim-hf/1"
-_KEYS = {"format", "config", "tokenizer", "weights"}
+_KEYS = {"format", "config", "tokenizer", "weights", "quantization"}
 
 
 class HFShim(TorchShim):
@@ -41,6 +42,7 @@ class HFShim(TorchShim):
         self.width = width
         self.layer_decay = layer_decay
         self.tokenizer: Any = None
+        self.quantization: Optional[str] = None
         self._when_built: List[Callable[[], None]] = []
 
     @property
@@ -52,17 +54,24 @@ class HFShim(TorchShim):
         if self.built:
             callback()
 
-    def set_transformer(self, transformer: torch.nn.Module, tokenizer: Any) -> None:
+    def set_transformer(self, transformer: torch.nn.Module, tokenizer: Any, quantization: Optional[str] = None) -> None:
         """Put in an encoder and its tokenizer, on this shim's device."""
         device = self.device
         self._model.transformer = transformer.to(device)
         self.tokenizer = tokenizer
+        self.quantization = quantization
         self.clear_caches()
         self._is_train = None
         self._dropout_rate = None
         self.learn_rate_multipliers = layer_decay_multipliers(self._model, self.layer_decay) if self.layer_decay != 1.0 else {}
         for callback in self._when_built:
             callback()
+
+    def quantize_int8(self) -> None:
+        """Store the encoder's linear layers as int8, for serving (see quantize.py)."""
+        if not self.built:
+            raise ValueError("The Hugging Face encoder has not been loaded yet: nothing to quantize")
+        self.set_transformer(quantize_linears(self._model.transformer), self.tokenizer, INT8)
 
     def __call__(self, inputs: ArgsKwargs, is_train: bool):
         if is_train:
@@ -89,6 +98,7 @@ class HFShim(TorchShim):
                 "config": transformer.config.to_json_string(),
                 "tokenizer": tokenizer_files(self.tokenizer),
                 "weights": module_to_bytes(self._model),
+                "quantization": self.quantization,
             }
         )
 
@@ -109,7 +119,11 @@ class HFShim(TorchShim):
             isinstance(k, str) and "/" not in k and isinstance(v, bytes) for k, v in files.items()
         ):
             raise ModelLoadError(f"Could not read a Hugging Face encoder from {source}: its config or tokenizer files are corrupt")
+        if msg["quantization"] not in (None, INT8):
+            raise ModelLoadError(f"Could not read a Hugging Face encoder from {source}: unknown quantization {msg['quantization']!r}")
         transformer, tokenizer = build_from_files(msg["config"], files, source)
+        if msg["quantization"] == INT8:
+            quantize_linears(transformer)
         width = getattr(transformer.config, "hidden_size", None)
         if self.width is not None and width != self.width:
             raise ModelLoadError(
@@ -120,7 +134,7 @@ class HFShim(TorchShim):
 
         def apply() -> None:
             apply_module_state(module, state, torch.device("cpu"))
-            self.set_transformer(transformer, tokenizer)
+            self.set_transformer(transformer, tokenizer, msg["quantization"])
 
         return apply
 

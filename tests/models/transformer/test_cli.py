@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import spacy
 import torch
+from spacy.cli.package import package
 from spacy.tokens import DocBin
 from thinc.api import Config
 
@@ -98,15 +99,17 @@ def test_a_packaged_pipeline_loads_in_a_fresh_environment_with_no_network(setup,
     out, encoder, args = setup
     packages = tmp_path / "packages"
     packages.mkdir()
-    run([sys.executable, "-m", "spacy", "package", out / "one" / "model-best", packages, "--name", "hf_test",
-         "--version", "0.0.1", "--build", "wheel", "--force"])
-    wheel = next(packages.rglob("*.whl"))
+    package(out / "one" / "model-best", packages, name="hf_test", version="0.0.1", create_sdist=False, force=True, silent=True)
+    # The wheel `--build wheel` makes, without build's isolated environment (which would fetch setuptools).
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", packages,
+         packages / "en_hf_test-0.0.1"])
+    wheel = next(packages.glob("*.whl"))
     # A fresh environment that sees this one's packages (torch, spaCy, this
     # package) after its own, with only the pipeline's wheel installed.
     fresh = tmp_path / "fresh"
     venv.EnvBuilder(with_pip=False).create(fresh)
     python = fresh / "bin" / "python"
-    fresh_site = Path(run([python, "-c", "import site; print(site.getsitepackages()[0])"]).stdout.strip())
+    fresh_site = fresh / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
     (fresh_site / "zz_parent.pth").write_text(f"import site; site.addsitedir({site.getsitepackages()[0]!r})\n")
     run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", fresh_site, wheel])
     shutil.rmtree(encoder)
