@@ -1,7 +1,7 @@
 """A Hugging Face encoder as a token-to-vector layer: List[Doc] -> one
 vector per spaCy token (List[Floats2d]), for our heads, spaCy's components
 and spaCy's tok2vec listeners."""
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy
 import torch
@@ -139,6 +139,9 @@ def check_encoder(model: Model, transformer: torch.nn.Module, tokenizer: Any) ->
     limit = piece_limit(transformer, tokenizer)
     if window is not None and window > limit:
         raise ValueError(f"{ARCH}: `window` ({window}) is more than {name!r} takes ({limit} pieces besides its special tokens)")
+    stride = model.attrs["stride"]
+    if window is None and stride is not None and stride >= limit:
+        raise ValueError(f"{ARCH}: `stride` ({stride}) must be less than the window, {name!r}'s limit of {limit} pieces")
 
 
 def piece_limit(transformer: torch.nn.Module, tokenizer: Any) -> int:
@@ -169,63 +172,73 @@ def convert_docs(model: Model, docs: List[Doc], is_train: bool) -> Tuple[ArgsKwa
     if not shim.built:
         raise ValueError(f"{ARCH}: the encoder {model.attrs['hf_name']!r} is not loaded: initialize the pipeline first")
     tokenizer = shim.tokenizer
-    transformer = shim.module.transformer
-    window = model.attrs["window"] or piece_limit(transformer, tokenizer)
+    window = model.attrs["window"] or piece_limit(shim.module.transformer, tokenizer)
     stride = model.attrs["stride"] or max(1, window * 3 // 4)
     before, after = special_ids(tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    texts = [doc.text for doc in docs]
-    with quiet():
-        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False) if texts else {
-            "input_ids": [], "offset_mapping": []}
+    encoded: Dict[str, list] = {"input_ids": [], "offset_mapping": []}
+    if docs:
+        with quiet():
+            encoded = tokenizer([doc.text for doc in docs], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     windows: List[List[int]] = []
-    pairs: List[Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]] = []  # (token row, window, piece in window)
-    token_offset = 0
+    pairs: List[Tuple[numpy.ndarray, ...]] = []  # per doc: token row, window, piece in window, weight
+    n_tokens = 0
     for doc, ids, offsets in zip(docs, encoded["input_ids"], encoded["offset_mapping"]):
-        token_ids, piece_ids = align_pieces(doc, offsets)
-        spans = plan_windows(len(ids), window, stride)
-        weights = pool_weights(token_ids, model.attrs["pooling"])
-        keep = weights > 0
-        token_ids, piece_ids, weights = token_ids[keep], piece_ids[keep], weights[keep]
-        first = numpy.full(len(doc), numpy.iinfo("i").max, dtype="i")
-        last = numpy.full(len(doc), -1, dtype="i")
-        numpy.minimum.at(first, token_ids, piece_ids)
-        numpy.maximum.at(last, token_ids, piece_ids)
-        chosen = best_windows(first, last, spans, len(ids))[token_ids]
-        lost = chosen < 0  # a token longer than a window's overlap: each piece from its own best window
-        if lost.any():
-            chosen[lost] = best_windows(piece_ids[lost], piece_ids[lost], spans, len(ids))
-        starts = numpy.array([s for s, _ in spans] or [0], dtype="i")
-        pairs.append((token_ids + token_offset, chosen + len(windows), piece_ids - starts[chosen], weights))
+        spans, tokens, chosen, positions, weights = plan_doc(doc, ids, offsets, window, stride, model.attrs["pooling"])
+        pairs.append((tokens + n_tokens, chosen + len(windows), positions, weights))
         windows.extend(before + ids[s:e] + after for s, e in spans)
-        token_offset += len(doc)
+        n_tokens += len(doc)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = shim.device
-    groups = group_windows([len(w) for w in windows], model.attrs["max_pieces"])
-    # Where each window's first piece lands in the groups' flattened outputs.
+    groups, window_row = pad_groups(windows, model.attrs["max_pieces"], pad_id, len(before))
+    empty = (numpy.zeros(0, dtype="i8"),) * 4
+    tokens, chosen, positions, weights = (numpy.concatenate(column) for column in zip(*pairs)) if pairs else empty
+    args = (
+        [(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)) for ids, mask in groups],
+        torch.from_numpy((window_row[chosen] + positions).astype("i8")).to(device),
+        torch.from_numpy(tokens.astype("i8")).to(device),
+        torch.from_numpy(weights.astype("f")).to(device),
+        n_tokens,
+    )
+    return ArgsKwargs(args=args, kwargs={}), lambda _: []
+
+
+def plan_doc(doc: Doc, ids: List[int], offsets: List[Tuple[int, int]], window: int, stride: int, pooling: str):
+    """One doc's windows and, per (token, piece) pair that pools, the token,
+    the window it takes the piece from, the piece's place there and its weight."""
+    tokens, pieces = align_pieces(doc, offsets)
+    weights = pool_weights(tokens, pooling)
+    keep = weights > 0
+    tokens, pieces, weights = tokens[keep], pieces[keep], weights[keep]
+    spans = plan_windows(len(ids), window, stride)
+    first = numpy.full(len(doc), numpy.iinfo("i").max, dtype="i")
+    last = numpy.full(len(doc), -1, dtype="i")
+    numpy.minimum.at(first, tokens, pieces)
+    numpy.maximum.at(last, tokens, pieces)
+    chosen = best_windows(first, last, spans, len(ids))[tokens]
+    lost = chosen < 0  # a token longer than the windows' overlap: each piece from its own best window
+    if lost.any():
+        chosen[lost] = best_windows(pieces[lost], pieces[lost], spans, len(ids))
+    starts = numpy.array([start for start, _ in spans] or [0], dtype="i")
+    return spans, tokens, chosen, pieces - starts[chosen], weights
+
+
+def pad_groups(windows: List[List[int]], max_pieces: int, pad_id: int, n_before: int):
+    """The windows padded in groups (ids, attention mask), and the row where
+    each window's first piece lands in the groups' flattened outputs."""
     window_row = numpy.zeros(len(windows), dtype="i8")
-    tensors = []
+    groups = []
     row = 0
-    for group in groups:
+    for group in group_windows([len(w) for w in windows], max_pieces):
         length = max(len(windows[i]) for i in group)
         ids = numpy.full((len(group), length), pad_id, dtype="i8")
         mask = numpy.zeros((len(group), length), dtype="i8")
         for r, i in enumerate(group):
             ids[r, : len(windows[i])] = windows[i]
             mask[r, : len(windows[i])] = 1
-            window_row[i] = row + r * length + len(before)
+            window_row[i] = row + r * length + n_before
         row += len(group) * length
-        tensors.append((torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)))
-    targets = numpy.concatenate([p[0] for p in pairs]) if pairs else numpy.zeros(0, dtype="i")
-    rows = numpy.concatenate([window_row[p[1]] + p[2] for p in pairs]) if pairs else numpy.zeros(0, dtype="i8")
-    weights = numpy.concatenate([p[3] for p in pairs]) if pairs else numpy.zeros(0, dtype="f")
-    args = (
-        tensors,
-        torch.from_numpy(rows.astype("i8")).to(device),
-        torch.from_numpy(targets.astype("i8")).to(device),
-        torch.from_numpy(weights.astype("f")).to(device),
-        token_offset,
-    )
-    return ArgsKwargs(args=args, kwargs={}), lambda _: []
+        groups.append((ids, mask))
+    return groups, window_row
 
 
 def convert_token_vectors(model: Model, X_Ytorch: Tuple[List[Doc], torch.Tensor], is_train: bool) -> Tuple[List[Floats2d], Callable]:

@@ -188,6 +188,7 @@ def test_settings_that_need_the_encoder_are_one_line_errors_at_initialize(encode
         (dict(name=str(tmp_path / "missing"), width=WIDTH), f"`name` '{tmp_path / 'missing'}' could not be loaded"),
         (dict(name=str(encoder_dir("bert")), width=7), f"`width` is 7 but '{encoder_dir('bert')}' has hidden size {WIDTH}"),
         (dict(name=str(encoder_dir("bert")), width=WIDTH, window=500), "`window` (500) is more than"),
+        (dict(name=str(encoder_dir("bert")), width=WIDTH, stride=500), "`stride` (500) must be less than the window"),
     ]
     for settings, expected in cases:
         model = build_hf_encoder(**settings)
