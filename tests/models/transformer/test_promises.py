@@ -5,6 +5,7 @@ decay), saving config + tokenizer + weights and loading them all or nothing
 with no network, and rehearsal."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy
 import pytest
@@ -15,7 +16,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from spacy.tokens import DocBin
 from spacy.training import Example
-from thinc.api import Adam, fix_random_seed
+from thinc.api import Adam, Config, fix_random_seed
 
 from spacy_pytorch_shim.models import optimizer as shim_optimizer
 from spacy_pytorch_shim.models import torch_shim
@@ -263,3 +264,51 @@ def test_rehearse_pulls_the_encoder_back_towards_the_teacher(encoder_dir):
     assert losses["torch_ner"] >= 0
     after = snapshot(nlp)
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+SEEN_AT_SAVE = []
+OPTIMIZERS = []
+
+
+@spacy.registry.optimizers("test_hf.Adam.v1")
+def remembered_adam(learn_rate: float):
+    OPTIMIZERS.append(Adam(learn_rate))
+    return OPTIMIZERS[-1]
+
+
+@spacy.registry.callbacks("test_hf.check_averages_at_save.v1")
+def check_averages_at_save():
+    """Whether the encoder holds the optimizer's averages each time spaCy's
+    training loop saves (model-best and model-last)."""
+
+    def before_to_disk(nlp):
+        shim = nlp.get_pipe("torch_ner").model.get_ref("tok2vec").shims[0]
+        averages = OPTIMIZERS[-1].averages or {}
+        keys = [(shim.id, name) for name, _ in shim.module.named_parameters()]
+        if all(key in averages for key in keys):
+            SEEN_AT_SAVE.append(all(
+                numpy.array_equal(p.detach().numpy().ravel(), averages[(shim.id, name)].ravel())
+                for name, p in shim.module.named_parameters()
+            ))
+        return nlp
+
+    return before_to_disk
+
+
+def test_spacy_train_saves_model_best_and_model_last_with_the_averages(encoder_dir, tmp_path):
+    from spacy.cli.train import train
+
+    nlp = spacy.blank("en")
+    for split, n in (("train", 16), ("dev", 8)):
+        docs = list(DocBin().from_disk(DATA / "btc-sample" / f"{split}.spacy").get_docs(nlp.vocab))[:n]
+        DocBin(docs=docs).to_disk(tmp_path / f"{split}.spacy")
+    config = Config().from_disk(Path(__file__).resolve().parents[3] / "configs" / "ner_transformer.cfg", interpolate=False)
+    config["training"]["optimizer"] = {"@optimizers": "test_hf.Adam.v1", "learn_rate": 0.001}
+    config["training"]["before_to_disk"] = {"@callbacks": "test_hf.check_averages_at_save.v1"}
+    config["training"].update(max_steps=4, eval_frequency=2)
+    config.to_disk(tmp_path / "config.cfg")
+    SEEN_AT_SAVE.clear()
+    train(tmp_path / "config.cfg", tmp_path / "out", overrides={
+        "paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "dev.spacy"),
+        "encoder.name": str(encoder_dir("bert")), "encoder.width": WIDTH})
+    assert len(SEEN_AT_SAVE) >= 2 and all(SEEN_AT_SAVE)
