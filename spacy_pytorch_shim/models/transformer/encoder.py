@@ -13,7 +13,7 @@ from ..checks import check_size
 from ..torch_wrapper import forward as torch_wrapper_forward
 from .alignment import POOLINGS, align_pieces, pool_weights
 from .module import PooledEncoder
-from .shim import HFShim, quiet, without_pooler
+from .shim import HFShim, quiet, require_transformers, without_pooler
 from .windows import best_windows, group_windows, plan_windows
 
 ARCH = "spacy-pytorch-shim.HFEncoder.v1"
@@ -112,7 +112,7 @@ def enable_checkpointing(transformer: torch.nn.Module) -> None:
 
 
 def load_pretrained(name: str) -> Tuple[torch.nn.Module, Any]:
-    from transformers import AutoModel, AutoTokenizer
+    AutoModel, AutoTokenizer = require_transformers("AutoModel", "AutoTokenizer")
 
     try:
         with quiet():

@@ -149,8 +149,7 @@ def tokenizer_files(tokenizer: Any) -> Dict[str, bytes]:
 def build_from_files(config_json: str, files: Dict[str, bytes], source: str):
     """A randomly initialised encoder of the saved config and the saved
     tokenizer, read from a temporary directory (never the hub)."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
+    AutoConfig, AutoModel, AutoTokenizer = require_transformers("AutoConfig", "AutoModel", "AutoTokenizer")
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
             (Path(tmp) / name).write_bytes(data)
@@ -164,6 +163,17 @@ def build_from_files(config_json: str, files: Dict[str, bytes], source: str):
             first = (str(err) or type(err).__name__).splitlines()[0]
             raise ModelLoadError(f"Could not build the saved Hugging Face encoder from {source}: {first}") from None
     return transformer, tokenizer
+
+
+def require_transformers(*names: str):
+    """transformers' classes by name, or one clear error if it is missing."""
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError(
+            "spacy-pytorch-shim.HFEncoder.v1 needs transformers: pip install 'spacy-pytorch-shim[transformers]'"
+        ) from None
+    return tuple(getattr(transformers, name) for name in names)
 
 
 def without_pooler(transformer: torch.nn.Module) -> torch.nn.Module:

@@ -211,3 +211,12 @@ def test_predicting_before_initialize_is_a_clear_error(nlp):
     model = build_hf_encoder(name="some/encoder", width=8)
     with pytest.raises(ValueError, match="not loaded: initialize the pipeline first"):
         model.predict([nlp("text")])
+
+
+def test_without_transformers_initialize_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    model = build_hf_encoder(name="some/encoder", width=8)
+    with pytest.raises(ImportError, match=r"needs transformers: pip install 'spacy-pytorch-shim\[transformers\]'"):
+        model.initialize()
