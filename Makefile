@@ -1,6 +1,6 @@
 # Every target sets itself up on a fresh machine: a virtual environment in
 # .venv, the CPU build of torch first (a bare `pip install torch` would pull a
-# multi-GB CUDA build), then this package with its dev and ray extras.
+# multi-GB CUDA build), then this package with its dev, ray and transformers extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install -e ".[dev,ray]"
+	$(BIN)/python -m pip install -e ".[dev,ray,transformers]"
 	touch $(STAMP)
 
 ## The test suite (what .ci/run runs).

@@ -34,6 +34,19 @@ def with_param_groups(
                 f"learn_rate_multipliers['{pattern}'] must be a positive number, got {value!r}"
                 " (to keep parameters fixed, list them in `frozen`)"
             )
+    # Torch modules built later (a Hugging Face encoder, read at
+    # initialization or from saved data): once all are built, and again each
+    # time one is rebuilt.
+    lazy = [shim for node in model.walk() for shim in node.shims if hasattr(shim, "when_built")]
+    apply = lambda: all(shim.built for shim in lazy) and _apply_param_groups(model, frozen, learn_rate_multipliers)
+    if not lazy:
+        apply()
+    for shim in lazy:
+        shim.when_built(apply)
+    return model
+
+
+def _apply_param_groups(model: Model, frozen: List[str], learn_rate_multipliers: Dict[str, float]) -> None:
     params = named_torch_parameters(model)
     for setting, patterns in (("frozen", list(frozen)), ("learn_rate_multipliers", list(learn_rate_multipliers))):
         for pattern in patterns:
@@ -50,7 +63,6 @@ def with_param_groups(
             if fnmatchcase(name, pattern):
                 shim.learn_rate_multipliers[param_name] = float(value)
                 break
-    return model
 
 
 def named_torch_parameters(model: Model) -> Dict[str, Tuple[TorchShim, str, torch.nn.Parameter]]:

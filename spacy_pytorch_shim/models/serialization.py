@@ -253,6 +253,11 @@ def _shims_steps(
         raise _error(source, f"{where} has {found} shim entries in the data but {len(node.shims)} shims in the model")
     steps: List[Callable[[], None]] = []
     for shim, blob in zip(node.shims, blobs):
+        if hasattr(shim, "read_bytes"):
+            # A shim that checks its own format (a module rebuilt from saved
+            # files): read_bytes checks everything and returns the step.
+            steps.append(shim.read_bytes(blob, source=f"{source}, torch module of {where}", allow_nonfinite=allow_nonfinite))
+            continue
         if not isinstance(shim, TorchShim):
             # Not ours: its format is its own, so it is loaded as Thinc would.
             steps.append(lambda shim=shim, blob=blob: shim.from_bytes(blob))

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_ready_config_is_covered(cli):
-    shipped = sorted(p.stem for p in cli.CONFIGS.glob("*.cfg"))
+    # The transformer presets need an encoder: tests/models/transformer/ covers them.
+    shipped = sorted(p.stem for p in cli.CONFIGS.glob("*.cfg") if not p.stem.endswith("_transformer"))
     assert shipped == sorted(CONFIG_NAMES) == sorted(cli.CONFIG_DATA)
 
 

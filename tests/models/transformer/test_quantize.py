@@ -1,0 +1,52 @@
+"""int8 serving: one command stores a trained pipeline's encoder as int8,
+which saves, reloads as int8 and predicts close to float32."""
+import numpy
+import pytest
+import spacy
+from spacy.tokens import DocBin
+from spacy.training import Example
+from thinc.api import Adam, fix_random_seed
+
+from spacy_pytorch_shim.models.transformer.quantize import Int8Linear, main
+
+from tiny_encoders import DATA, WIDTH
+
+
+def vectors(nlp, docs):
+    return nlp.get_pipe("torch_ner").model.get_ref("tok2vec").predict(docs)
+
+
+def test_one_command_saves_the_encoder_as_int8_and_it_reloads_as_int8(encoder_dir, tmp_path):
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    tok2vec = {"@architectures": "spacy-pytorch-shim.HFEncoder.v1", "name": str(encoder_dir("roberta")), "width": WIDTH}
+    nlp.add_pipe("torch_ner", config={"model": {"@architectures": "spacy-pytorch-shim.TorchNERTagger.v2", "tok2vec": tok2vec}})
+    docs = list(DocBin().from_disk(DATA / "btc-sample" / "train.spacy").get_docs(nlp.vocab))[:12]
+    egs = [Example(nlp.make_doc(d.text), d) for d in docs]
+    nlp.initialize(lambda: egs)
+    nlp.update(egs, sgd=Adam(0.001))
+    nlp.to_disk(tmp_path / "float32")
+    main([str(tmp_path / "float32"), str(tmp_path / "int8")])
+    loaded = spacy.load(tmp_path / "int8")
+    transformer = loaded.get_pipe("torch_ner").model.get_ref("tok2vec").shims[0].module.transformer
+    linears = [m for m in transformer.modules() if isinstance(m, Int8Linear)]
+    assert linears and all(m.weight.dtype.is_floating_point is False for m in linears)
+    assert not any(type(m).__name__ == "Linear" for m in transformer.modules())
+    texts = [eg.predicted for eg in egs[:6]]
+    for q, f in zip(vectors(loaded, texts), vectors(nlp, texts)):
+        cos = (q * f).sum(1) / (numpy.linalg.norm(q, axis=1) * numpy.linalg.norm(f, axis=1) + 1e-12)
+        assert cos[numpy.linalg.norm(f, axis=1) > 0].min() > 0.99
+        assert not numpy.array_equal(q, f)
+    size = lambda name: (tmp_path / name / "torch_ner" / "model").stat().st_size
+    assert size("int8") < 0.75 * size("float32")
+    # Loaded again from the int8 files: the same int8 predictions.
+    again = spacy.load(tmp_path / "int8")
+    for a, b in zip(vectors(again, texts), vectors(loaded, texts)):
+        numpy.testing.assert_array_equal(a, b)
+
+
+def test_a_pipeline_without_an_encoder_is_a_clear_error(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.to_disk(tmp_path / "p")
+    with pytest.raises(SystemExit, match="has no Hugging Face encoder"):
+        main([str(tmp_path / "p"), str(tmp_path / "q")])
