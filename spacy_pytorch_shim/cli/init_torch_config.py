@@ -21,7 +21,7 @@ from spacy.util import CONFIG_SECTION_ORDER, combine_score_weights
 from thinc.api import Config
 from wasabi import msg
 
-from .train_distributed import fail
+from . import fail
 
 COMPONENTS = ("torch_ner", "torch_textcat", "torch_textcat_multilabel")
 OPTIMIZE = ("efficiency", "accuracy")

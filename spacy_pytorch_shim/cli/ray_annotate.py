@@ -10,6 +10,7 @@ from wasabi import msg
 
 from ..annotate.run import INSTALL_HINT, AnnotationError, annotate
 from ..annotate.manifest import ERRORS, MANIFEST
+from . import fail
 
 
 @app.command("ray-annotate")
@@ -36,7 +37,7 @@ def ray_annotate_cli(
     try:
         import ray  # noqa: F401
     except ImportError:
-        msg.fail(INSTALL_HINT, exits=1)
+        fail(INSTALL_HINT)
     try:
         result = annotate(
             pipeline,
@@ -57,7 +58,7 @@ def ray_annotate_cli(
         # Every error the user can cause, as one line: a bad argument, input,
         # pipeline or output directory (ValueErrors), a failed run, a file
         # that cannot be read or written (an OSError names it).
-        msg.fail(str(err), exits=1)
+        fail(str(err))
     except KeyboardInterrupt:
         msg.warn(f"Interrupted: the shards recorded in {output_dir / MANIFEST} are kept; run the same command again to resume")
         raise typer.Exit(130)

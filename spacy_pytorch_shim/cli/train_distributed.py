@@ -6,15 +6,15 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any, List, NoReturn, Optional
+from typing import Any, List, Optional
 
 import typer
 from spacy import util
 from spacy.cli._util import Arg, Opt, app, import_code, parse_config_overrides, show_validation_error
 from wasabi import msg
-from wasabi.util import color
 
 from ..data_parallel.train import DEFAULT_TIMEOUT, check_rank_args
+from . import fail
 
 
 @app.command(
@@ -68,14 +68,6 @@ def train_distributed_cli(
     if code_path is not None:
         rank_args += ["--code", str(code_path)]
     sys.exit(launch(launcher_args + rank_args + list(ctx.args)))
-
-
-def fail(message: str) -> NoReturn:
-    """`msg.fail(message, exits=1)` on one line: wasabi wraps at 80 columns,
-    and a user's error should read as one line naming the option and value."""
-    line = f"{msg.icons['fail']} {message}"
-    print(f"\n{color(line, fg=msg.colors['red']) if msg.show_color else line}\n")
-    sys.exit(1)
 
 
 def check_launcher_args(nproc_per_node: int, nnodes: int, node_rank: int, master_addr: str, master_port: int) -> int:

@@ -10,11 +10,12 @@ import srsly
 import torch
 from thinc.types import ArgsKwargs
 
-from ..serialization import ModelLoadError, _anonymous_source, apply_module_state, module_to_bytes, read_module_state, read_msgpack
+from ..serialization import read_msgpack
+from ..weights import ModelLoadError, _anonymous_source, apply_module_state, module_to_bytes, read_module_state
 from ..torch_shim import TorchShim
 from .layer_decay import layer_decay_multipliers
 from .module import PooledEncoder
-from .quantize import INT8, quantize_linears
+from .int8 import INT8, quantize_linears
 
 FORMAT = "spacy-pytorch-shim-hf/1"
 _KEYS = {"format", "config", "tokenizer", "weights", "quantization"}

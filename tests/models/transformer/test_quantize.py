@@ -1,13 +1,15 @@
 """int8 serving: one command stores a trained pipeline's encoder as int8,
 which saves, reloads as int8 and predicts close to float32."""
+import subprocess
+import sys
+
 import numpy
-import pytest
 import spacy
 from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 
-from spacy_pytorch_shim.models.transformer.quantize import Int8Linear, main
+from spacy_pytorch_shim.models.transformer.int8 import Int8Linear
 
 from tiny_encoders import DATA, WIDTH
 
@@ -26,7 +28,8 @@ def test_one_command_saves_the_encoder_as_int8_and_it_reloads_as_int8(encoder_di
     nlp.initialize(lambda: egs)
     nlp.update(egs, sgd=Adam(0.001))
     nlp.to_disk(tmp_path / "float32")
-    main([str(tmp_path / "float32"), str(tmp_path / "int8")])
+    done = quantize_encoder(tmp_path / "float32", tmp_path / "int8")
+    assert done.returncode == 0, done.stdout + done.stderr
     loaded = spacy.load(tmp_path / "int8")
     transformer = loaded.get_pipe("torch_ner").model.get_ref("tok2vec").shims[0].module.transformer
     linears = [m for m in transformer.modules() if isinstance(m, Int8Linear)]
@@ -48,5 +51,24 @@ def test_one_command_saves_the_encoder_as_int8_and_it_reloads_as_int8(encoder_di
 def test_a_pipeline_without_an_encoder_is_a_clear_error(tmp_path):
     nlp = spacy.blank("en")
     nlp.to_disk(tmp_path / "p")
-    with pytest.raises(SystemExit, match="has no Hugging Face encoder"):
-        main([str(tmp_path / "p"), str(tmp_path / "q")])
+    done = quantize_encoder(tmp_path / "p", tmp_path / "q")
+    assert done.returncode == 1
+    assert "has no Hugging Face encoder" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "q").exists()
+
+
+def test_an_output_that_holds_files_is_refused(tmp_path):
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "keep.txt").write_text("mine")
+    done = quantize_encoder(tmp_path / "p", tmp_path / "q")
+    assert done.returncode == 1 and "not an empty directory" in done.stdout
+    assert (tmp_path / "q" / "keep.txt").read_text() == "mine"
+
+
+def quantize_encoder(pipeline, output):
+    """`python -m spacy quantize-encoder PIPELINE OUTPUT`, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "spacy", "quantize-encoder", str(pipeline), str(output)],
+        capture_output=True, text=True,
+    )

@@ -1,13 +1,9 @@
 """int8 weights for serving on CPU: every linear layer of a trained encoder
 stored as int8 with one float scale per output row (4x smaller; cosine
 0.9992 to the float32 vectors of all-MiniLM-L6-v2), dequantised per forward
-pass. Saved and loaded as int8 through the usual safetensors checks.
-
-    python -m spacy_pytorch_shim.models.transformer.quantize PIPELINE OUTPUT
+pass. Saved and loaded as int8 through the usual safetensors checks. A
+trained pipeline is converted by `python -m spacy quantize-encoder`.
 """
-import argparse
-from typing import Any, Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,37 +45,3 @@ def quantize_linears(module: nn.Module) -> nn.Module:
             if isinstance(child, nn.Linear):
                 setattr(parent, name, Int8Linear.from_linear(child))
     return module
-
-
-def quantize_pipeline(nlp: Any) -> int:
-    """Quantize every Hugging Face encoder in the pipeline; how many."""
-    from .shim import HFShim
-
-    count = 0
-    for _, component in nlp.components:
-        model = getattr(component, "model", None)
-        for node in model.walk() if model is not None else ():
-            for shim in node.shims:
-                if isinstance(shim, HFShim) and shim.quantization is None:
-                    shim.quantize_int8()
-                    count += 1
-    return count
-
-
-def main(argv: Optional[list] = None) -> None:
-    import spacy
-
-    parser = argparse.ArgumentParser(description="Store the Hugging Face encoders of a trained pipeline as int8.")
-    parser.add_argument("pipeline", help="a trained pipeline's directory or package name")
-    parser.add_argument("output", help="where to save the int8 pipeline")
-    args = parser.parse_args(argv)
-    nlp = spacy.load(args.pipeline)
-    count = quantize_pipeline(nlp)
-    if not count:
-        raise SystemExit(f"{args.pipeline} has no Hugging Face encoder (spacy-pytorch-shim.HFEncoder.v1) to quantize")
-    nlp.to_disk(args.output)
-    print(f"Saved {args.output} with {count} encoder(s) in int8")
-
-
-if __name__ == "__main__":
-    main()
