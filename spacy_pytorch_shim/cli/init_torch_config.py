@@ -32,8 +32,13 @@ class PresetError(ValueError):
     pass
 
 
+# The presets on a Hugging Face encoder (`--encoder`): configs/<name>_transformer.cfg.
+TRANSFORMER = "transformer"
+
+
 def preset_name(component: str, optimize: str) -> str:
-    """The file name of a preset: `ner.cfg`, `textcat_accuracy.cfg`, ..."""
+    """The file name of a preset: `ner.cfg`, `textcat_accuracy.cfg`,
+    `ner_transformer.cfg`, ..."""
     stem = component[len("torch_"):]
     return f"{stem}.cfg" if optimize == "efficiency" else f"{stem}_{optimize}.cfg"
 
@@ -50,7 +55,7 @@ def available_presets() -> Dict[Tuple[str, str], str]:
     return {
         (component, optimize): preset_name(component, optimize)
         for component in COMPONENTS
-        for optimize in OPTIMIZE
+        for optimize in OPTIMIZE + (TRANSFORMER,)
         if preset_name(component, optimize) in shipped
     }
 
@@ -83,13 +88,24 @@ def normalize_component(name: str) -> str:
     return full
 
 
-def torch_config(pipeline: List[str], *, optimize: str = "efficiency", gpu: bool = False, lang: str = "en") -> Tuple[str, List[str]]:
+def torch_config(
+    pipeline: List[str],
+    *,
+    optimize: str = "efficiency",
+    gpu: bool = False,
+    lang: str = "en",
+    encoder: Optional[Tuple[str, int]] = None,
+) -> Tuple[str, List[str]]:
     """The config text for `pipeline` (component names) and notes on what was
     merged. One component: its preset file as shipped (with `gpu`, the GPU
     allocator set). Several: the first preset with the others' components
-    added, score weights combined, and [training] from the first preset."""
+    added, score weights combined, and [training] from the first preset.
+    `encoder` (name, width): the transformer presets, on that Hugging Face
+    encoder (the config's [encoder] section)."""
     if optimize not in OPTIMIZE:
         raise PresetError(f"--optimize must be one of {', '.join(OPTIMIZE)} (got {optimize!r})")
+    if encoder is not None:
+        optimize = TRANSFORMER
     if lang not in languages():
         # spaCy could not build the config: `spacy init config` refuses it as well.
         raise PresetError(f"--lang {lang!r}: not a language of spaCy; choose from {', '.join(languages())}")
@@ -99,7 +115,7 @@ def torch_config(pipeline: List[str], *, optimize: str = "efficiency", gpu: bool
     if len(set(components)) != len(components):
         raise PresetError(f"--pipeline names a component twice: {pipeline}")
     texts = [read_preset(component, optimize) for component in components]
-    if len(components) == 1 and not gpu and lang == "en":
+    if len(components) == 1 and not gpu and lang == "en" and encoder is None:
         return texts[0], []
     configs = [Config(section_order=CONFIG_SECTION_ORDER).from_str(text, interpolate=False) for text in texts]
     config, notes = configs[0], []
@@ -121,7 +137,27 @@ def torch_config(pipeline: List[str], *, optimize: str = "efficiency", gpu: bool
     if gpu:
         config["system"]["gpu_allocator"] = GPU_ALLOCATOR
     config["nlp"]["lang"] = lang
+    if encoder is not None:
+        config["encoder"]["name"], config["encoder"]["width"] = encoder
     return config.to_str(), notes
+
+
+def read_encoder_width(name: str) -> int:
+    """The hidden size of the Hugging Face encoder `name`, from its config
+    (a local directory, the hub cache, or the hub where the environment
+    allows)."""
+    try:
+        from transformers import AutoConfig
+    except ImportError:
+        raise PresetError('--encoder needs transformers: pip install "spacy-pytorch-shim[transformers]"') from None
+    try:
+        width = getattr(AutoConfig.from_pretrained(name), "hidden_size", None)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PresetError(f"--encoder {name!r}: cannot read its config ({first}); give its hidden size with --encoder-width") from None
+    if not isinstance(width, int) or width < 1:
+        raise PresetError(f"--encoder {name!r}: its config gives no hidden size; give it with --encoder-width")
+    return width
 
 
 def languages() -> List[str]:
@@ -140,6 +176,8 @@ def init_torch_config_cli(
     lang: str = Opt("en", "--lang", "-l", help="Language code of the pipeline"),
     shipped: Optional[str] = Opt(None, "--shipped", "-s", help="Instead: write the shipped config of this name as it is (e.g. ner_spacy_tok2vec; the file names of configs/ without .cfg)"),
     force_overwrite: bool = Opt(False, "--force", "-F", help="Overwrite the output file if it exists"),
+    encoder: Optional[str] = Opt(None, "--encoder", "-e", help="A Hugging Face encoder (hub name or local directory): the transformer presets on it instead of --optimize's"),
+    encoder_width: Optional[int] = Opt(None, "--encoder-width", help="The encoder's hidden size (default: read from its config)"),
     # fmt: on
 ):
     """Write a complete, trainable config for torch_ner, torch_textcat and
@@ -152,7 +190,7 @@ def init_torch_config_cli(
         fail(f"{output_file}: {'is a directory' if output_file.is_dir() else 'exists; to overwrite it, add --force (-F)'}")
     if shipped is not None:
         # The shipped file is written as it is: the options that make a config do not apply.
-        given = [f"--{name}" for name in ("pipeline", "optimize", "gpu", "lang") if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+        given = [f"--{name.replace('_', '-')}" for name in ("pipeline", "optimize", "gpu", "lang", "encoder", "encoder_width") if ctx.get_parameter_source(name).name == "COMMANDLINE"]
         if given:
             fail(f"--shipped {shipped} writes the shipped file as it is: {', '.join(given)} cannot change it")
     try:
@@ -160,7 +198,14 @@ def init_torch_config_cli(
             text, notes = read_shipped(shipped), []
         else:
             names = [name.strip() for name in pipeline.split(",") if name.strip()]
-            text, notes = torch_config(names, optimize=optimize, gpu=gpu, lang=lang)
+            if encoder is None and encoder_width is not None:
+                raise PresetError("--encoder-width is the width of --encoder: give --encoder too")
+            if encoder is not None and ctx.get_parameter_source("optimize").name == "COMMANDLINE":
+                raise PresetError("--encoder chooses the transformer presets: --optimize does not apply")
+            if encoder_width is not None and encoder_width < 1:
+                raise PresetError(f"--encoder-width {encoder_width}: must be a positive integer")
+            chosen = None if encoder is None else (encoder, encoder_width or read_encoder_width(encoder))
+            text, notes = torch_config(names, optimize=optimize, gpu=gpu, lang=lang, encoder=chosen)
     except PresetError as err:
         fail(str(err))
     if notes:  # on stderr: with `-`, stdout is the config

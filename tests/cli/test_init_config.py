@@ -20,7 +20,9 @@ from spacy_pytorch_shim.cli.init_torch_config import available_presets, language
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-PRESETS = sorted(available_presets().items())
+# The efficiency and accuracy presets (the transformer presets need an
+# encoder: tests/models/transformer/test_presets.py).
+PRESETS = sorted((key, name) for key, name in available_presets().items() if key[1] in init_config.OPTIMIZE)
 SAMPLE = {
     "torch_ner": "btc-sample",
     "torch_textcat": "banking77-sample",
@@ -33,9 +35,12 @@ def test_presets_are_the_files_named_by_the_convention():
     assert {name for _, name in PRESETS} <= shipped
     for component in init_config.COMPONENTS:
         assert (component, "efficiency") in available_presets(), component
-    # Every *_accuracy.cfg (and only those) is an accuracy preset.
+    # Every *_accuracy.cfg (and only those) is an accuracy preset; every
+    # *_transformer.cfg a transformer preset (--encoder).
     accuracy = {name for (_, optimize), name in PRESETS if optimize == "accuracy"}
     assert accuracy == {n for n in shipped if n.endswith("_accuracy.cfg")}
+    transformer = {name for (_, optimize), name in available_presets().items() if optimize == init_config.TRANSFORMER}
+    assert transformer == {n for n in shipped if n.endswith("_transformer.cfg")} and len(transformer) == 3
 
 
 @pytest.mark.parametrize("component,optimize", [key for key, _ in PRESETS], ids=[name for _, name in PRESETS])
