@@ -150,11 +150,11 @@ def entity_spans(tags: numpy.ndarray) -> List[Tuple[int, int, int]]:
 def _log_matmul(x: numpy.ndarray, allowed: numpy.ndarray) -> numpy.ndarray:
     """log(exp(x) @ allowed) for log-scores `x` (..., n_tags) and a 0/1
     transition matrix: the sum over the allowed previous (or next) tags, as
-    one matrix product instead of a log-sum-exp over every pair."""
-    top = x.max(axis=-1, keepdims=True)
-    top = numpy.where(numpy.isfinite(top), top, 0.0)
-    with numpy.errstate(divide="ignore"):
-        return numpy.log(numpy.exp(x - top) @ allowed) + top
+    one matrix product instead of a log-sum-exp over every pair. (The
+    callers ignore numpy's divide warning: log(0) is -inf, no tag allowed.)"""
+    # The floor keeps a row of -inf from becoming NaN (-inf - -inf).
+    top = numpy.maximum(x.max(axis=-1, keepdims=True), -1e30)
+    return numpy.log(numpy.exp(x - top) @ allowed) + top
 
 
 def _forward_backward(log_probs: numpy.ndarray, trans, start, end) -> Tuple[numpy.ndarray, numpy.ndarray, float]:
@@ -165,11 +165,12 @@ def _forward_backward(log_probs: numpy.ndarray, trans, start, end) -> Tuple[nump
     alpha = numpy.empty_like(log_probs)
     beta = numpy.empty_like(log_probs)
     alpha[0] = start + log_probs[0]
-    for t in range(1, len(log_probs)):
-        alpha[t] = _log_matmul(alpha[t - 1], allowed) + log_probs[t]
     beta[-1] = end
-    for t in range(len(log_probs) - 2, -1, -1):
-        beta[t] = _log_matmul(log_probs[t + 1] + beta[t + 1], allowed.T)
+    with numpy.errstate(divide="ignore"):
+        for t in range(1, len(log_probs)):
+            alpha[t] = _log_matmul(alpha[t - 1], allowed) + log_probs[t]
+        for t in range(len(log_probs) - 2, -1, -1):
+            beta[t] = _log_matmul(log_probs[t + 1] + beta[t + 1], allowed.T)
     return alpha, beta, float(numpy.logaddexp.reduce(alpha[-1] + end))
 
 
@@ -237,19 +238,21 @@ class SpanProbabilities:
         into_span = numpy.stack([self.trans[:, cols[0]] for _, _, cols in spans])
         into = self.into[chosen][:, None]
         state = numpy.full((len(spans), log_probs.shape[1]), -numpy.inf)
-        for t in range(int(starts.max()) - 1, -1, -1):
-            stepped = _log_matmul(log_probs[t + 1] + state, allowed.T)
-            state = numpy.where((t == starts - 1)[:, None], into_span, stepped)
-            grad[t] += (w * (t < starts)) @ numpy.exp(alpha[t] + state - into)
+        with numpy.errstate(divide="ignore"):
+            for t in range(int(starts.max()) - 1, -1, -1):
+                stepped = _log_matmul(log_probs[t + 1] + state, allowed.T)
+                state = numpy.where((t == starts - 1)[:, None], into_span, stepped)
+                grad[t] += (w * (t < starts)) @ numpy.exp(alpha[t] + state - into)
         # After each span, a forward pass from its end: the tag after it must
         # be one that may follow its last tag.
         ends = numpy.asarray([e for _, e, _ in spans])
         out_span = numpy.stack([self.trans[cols[-1]] for _, _, cols in spans])
         out = self.out[chosen][:, None]
         state = numpy.full((len(spans), log_probs.shape[1]), -numpy.inf)
-        for t in range(int(ends.min()), len(log_probs)):
-            state = numpy.where((t == ends)[:, None], out_span, _log_matmul(state, allowed)) + log_probs[t]
-            grad[t] += (w * (t >= ends)) @ numpy.exp(state + beta[t] - out)
+        with numpy.errstate(divide="ignore"):
+            for t in range(int(ends.min()), len(log_probs)):
+                state = numpy.where((t == ends)[:, None], out_span, _log_matmul(state, allowed)) + log_probs[t]
+                grad[t] += (w * (t >= ends)) @ numpy.exp(state + beta[t] - out)
         return grad
 
 
