@@ -191,7 +191,7 @@ def test_exclusive_positive_new_label_keeps_teacher_ranking():
 
 def test_callback_errors_name_the_problem():
     nlp = spacy.blank("en")
-    nlp.add_pipe("torch_textcat", config=TINY_MODELS[factory]).initialize(lambda: [Example.from_dict(nlp.make_doc("x"), {})], nlp=nlp, labels=["A", "B"])
+    nlp.add_pipe("torch_textcat", config=TINY_MODELS["torch_textcat"]).initialize(lambda: [Example.from_dict(nlp.make_doc("x"), {})], nlp=nlp, labels=["A", "B"])
     with pytest.raises(ValueError, match="no torch component has a teacher"):
         learn_without_forgetting_v1()(nlp)
     with pytest.raises(ValueError, match="new_labels names 'ner'"):
