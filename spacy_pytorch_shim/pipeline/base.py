@@ -5,7 +5,7 @@ changes anything."""
 import copy
 import numbers
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy
 import srsly
@@ -17,6 +17,7 @@ from spacy.language import Language
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Model, set_dropout_rate
+from thinc.model import deserialize_attr
 
 from ..models import collective
 from ..models.resize import resize_output, resized_output_shapes
@@ -24,6 +25,71 @@ from ..models.serialization import ModelLoadError, ModelState, keep_gc_state, re
 from . import distill
 
 N_INIT_EXAMPLES = 10
+# The model's attr that names the labels its output rows belong to, in
+# order: saved with the weights, so that a cfg whose labels were reordered
+# or renamed cannot attach the scores to the wrong labels.
+OUTPUT_LABELS = "output_labels"
+
+
+class CfgRule(NamedTuple):
+    """What a cfg key allows, in words for the error, and the test of it."""
+
+    allowed: str
+    ok: Callable[[Any], bool]
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_label_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and all(isinstance(x, str) and x for x in value)
+        and len(set(value)) == len(value)
+    )
+
+
+def is_optional_key(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and bool(value))
+
+
+BASE_CFG_RULES = {
+    "labels": CfgRule("a list of unique non-empty strings", is_label_list),
+    "masked_labels": CfgRule("a list of unique non-empty strings (labels of the component)", is_label_list),
+    "initialized": CfgRule("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+class PipeCfg(dict):
+    """A component's cfg: every value set (`cfg[key] = value`, `update`,
+    `setdefault`) is checked by the component's rule for the key, so that a
+    bad value is an error naming the key where it is set, not a TypeError at
+    the next prediction or a failure to save."""
+
+    def __init__(self, owner: type, name: str, data: Dict[str, Any]):
+        super().__init__()
+        self.owner = owner
+        self.name = name
+        self.update(data)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        problem = self.owner.cfg_value_problem(key, value)
+        if problem:
+            raise ValueError(f"Component '{self.name}': {problem}")
+        super().__setitem__(key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def __reduce__(self):
+        return (PipeCfg, (self.owner, self.name, dict(self)))
 
 
 class TorchLabelledPipe(TrainablePipe):
@@ -38,13 +104,34 @@ class TorchLabelledPipe(TrainablePipe):
 
     # True when labels were added since the model's outputs were last sized.
     _outputs_stale = False
+    # Each cfg key's rule (PipeCfg); subclasses add theirs.
+    cfg_rules: Dict[str, CfgRule] = BASE_CFG_RULES
 
     def __init__(self, vocab: Vocab, model: Model, name: str, *, scorer: Optional[Callable], **cfg):
         self.vocab = vocab
         self.model = model
         self.name = name
         self.scorer = scorer
-        self.cfg: Dict = {"labels": [], "masked_labels": [], **cfg}
+        self.cfg = {"labels": [], "masked_labels": [], **cfg}
+
+    @property
+    def cfg(self) -> PipeCfg:
+        """The cfg, in TrainablePipe's slot (which its Cython methods read)."""
+        return TrainablePipe.cfg.__get__(self)
+
+    @cfg.setter
+    def cfg(self, value: Dict[str, Any]) -> None:
+        TrainablePipe.cfg.__set__(self, PipeCfg(type(self), self.name, value))
+
+    @classmethod
+    def cfg_value_problem(cls, key: Any, value: Any) -> Optional[str]:
+        """What is wrong with `value` for the cfg key `key`, if anything."""
+        rule = cls.cfg_rules.get(key)
+        if rule is None:
+            return f"the cfg has no key {key!r} (its keys: {sorted(cls.cfg_rules)})"
+        if not rule.ok(value):
+            return f"cfg[{key!r}] must be {rule.allowed}, got {value!r}"
+        return None
 
     @property
     def model(self) -> Model:
@@ -54,6 +141,7 @@ class TorchLabelledPipe(TrainablePipe):
 
     @model.setter
     def model(self, value: Model) -> None:
+        value.attrs.setdefault(OUTPUT_LABELS, None)
         TrainablePipe.model.__set__(self, value)
         self._outputs_stale = False
 
@@ -69,7 +157,9 @@ class TorchLabelledPipe(TrainablePipe):
         """`attrs["resize_output"]`, whose result is the model from now on
         (as spaCy assigns it: a resize function may return a new model)."""
         model = TrainablePipe.model.__get__(self)
-        TrainablePipe.model.__set__(self, model.attrs["resize_output"](model, n_out))
+        resized = model.attrs["resize_output"](model, n_out)
+        resized.attrs[OUTPUT_LABELS] = list(self.labels)
+        TrainablePipe.model.__set__(self, resized)
 
     # ------------------------------------------------------------- labels
     @property
@@ -225,6 +315,7 @@ class TorchLabelledPipe(TrainablePipe):
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.update")
         self._validate_gold(examples)
+        self._add_gold_labels(examples)
         self.unmask(self._gold_labels(examples))
         self._sync_outputs()
         if self.continual is None:
@@ -238,6 +329,27 @@ class TorchLabelledPipe(TrainablePipe):
 
     def _validate_gold(self, examples: List[Example]) -> None:
         """Raise on gold annotation the component cannot learn from."""
+
+    def _add_gold_labels(self, examples: List[Example]) -> None:
+        """Add the gold's labels that the component does not know, as spaCy's
+        `ner` adds their moves: being in the gold, they are unmasked and
+        trained at once. Not in a data-parallel run, whose ranks must keep
+        the same outputs."""
+        new = [
+            label
+            for label in dict.fromkeys(label for eg in examples for label in self.example_labels(eg))
+            if label not in self.cfg["labels"]
+        ]
+        if not new:
+            return
+        if collective.current() is not None:
+            raise ValueError(
+                f"Component '{self.name}': the gold has labels {new} that the component does not know, "
+                f"and in a data-parallel run every rank must have the same labels: add them with "
+                f"add_label before training"
+            )
+        for label in new:
+            self.add_label(label)
 
     def _gold_labels(self, examples: List[Example]) -> Iterable[str]:
         """The labels the examples' gold trains (they are unmasked)."""
@@ -360,23 +472,36 @@ class TorchLabelledPipe(TrainablePipe):
         load_vocab: Optional[Callable[[], Any]],
         allow_nonfinite: bool,
     ) -> None:
-        """Read and check the cfg and every tensor of the model against the
-        model as the saved labels will size it, then (only then) load the
+        """Read and check the cfg, the labels the saved outputs belong to, and
+        every tensor of the model against the model as the saved labels will
+        size it (unless it was saved before initialize), then (only then) load the
         vocab, take the cfg, resize and load the model. On error nothing of
         the component has changed."""
         for key, data in found.items():
             if data is None:
                 raise ModelLoadError(f"Could not load component '{self.name}': {sources.get(key, key)} is missing")
         cfg = self._read_cfg(found["cfg"], sources["cfg"]) if "cfg" in found else {}
-        labels = cfg.get("labels", self.cfg["labels"])
+        merged = {**self.cfg, **cfg}
+        labels = merged["labels"]
         model = TrainablePipe.model.__get__(self)
-        n_out = self.n_outputs(len(labels)) if labels and "resize_output" in model.attrs else None
+        # Saved before initialize: the outputs were never sized to the labels.
+        sized = merged.get("initialized", False) and "resize_output" in model.attrs
+        n_out = self.n_outputs(len(labels)) if sized else None
         state: Optional[ModelState] = None
         if "model" in found:
             state = self._check_model(model, n_out, found["model"], sources["model"], allow_nonfinite)
+            saved = self._saved_output_labels(found["model"], sources["model"]) if merged.get("initialized") else None
+            if saved is not None and saved != labels:
+                where = sources.get("cfg", f"the cfg of component '{self.name}'")
+                raise ModelLoadError(
+                    f"Could not load component '{self.name}': the weights in {sources['model']} have outputs "
+                    f"for the labels {saved}, in that order, but {where} has the labels {labels}"
+                )
         if load_vocab is not None:
             load_vocab()
         self.cfg.update(cfg)
+        for label in self.labels:
+            self.vocab.strings.add(label)
         if n_out is not None:
             self._resize_model(n_out)
         self._outputs_stale = False
@@ -406,6 +531,17 @@ class TorchLabelledPipe(TrainablePipe):
         read_model_bytes(resize(copy.deepcopy(model), n_out), data, source=source, allow_nonfinite=allow_nonfinite)
         return None
 
+    def _saved_output_labels(self, data: bytes, source: str) -> Optional[List[str]]:
+        """The labels whose outputs the saved weights hold, in order (None
+        for weights saved without them)."""
+        attrs = read_msgpack(data, source)["attrs"][0]
+        if OUTPUT_LABELS not in attrs:
+            return None
+        saved = deserialize_attr(None, attrs[OUTPUT_LABELS], OUTPUT_LABELS, TrainablePipe.model.__get__(self))
+        if saved is not None and not is_label_list(saved):
+            raise ModelLoadError(f"Could not load component '{self.name}' from {source}: attr {OUTPUT_LABELS!r} is {saved!r}, not a list of labels")
+        return saved
+
     def _read_cfg(self, data: bytes, source: str) -> Dict[str, Any]:
         try:
             cfg = srsly.json_loads(data)
@@ -417,32 +553,25 @@ class TorchLabelledPipe(TrainablePipe):
         return cfg
 
     def _cfg_problem(self, cfg: Any) -> Optional[str]:
-        """What is wrong with a saved cfg, if anything: only this component's
-        keys, each of the same kind as now, labels unique non-empty strings."""
+        """What is wrong with a saved cfg, if anything: each key one of this
+        component's with a value its rule allows, and the keys consistent."""
         if not isinstance(cfg, dict):
             return "the cfg is not a JSON object"
-        labels = cfg.get("labels", [])
-        if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
-            return f"labels must be a list of non-empty strings, got {labels!r}"
-        if len(set(labels)) != len(labels):
-            return f"labels are repeated in {labels!r}"
-        masked = cfg.get("masked_labels", [])
-        if not isinstance(masked, list) or not set(masked) <= set(labels) or not all(isinstance(x, str) for x in masked):
-            return f"masked_labels {masked!r} must be a list of the labels"
-        if not isinstance(cfg.get("initialized", False), bool):
-            return f"initialized must be true or false, got {cfg['initialized']!r}"
         # The keys both know first: a mismatch there (a multi-label pipeline
         # for an exclusive component) says more than the keys only one has.
         for key, value in cfg.items():
-            if key in ("labels", "masked_labels", "initialized") or key not in self.cfg:
-                continue
-            current = self.cfg[key]
-            if isinstance(current, bool) or isinstance(value, bool):
-                if value is not current:
-                    return f"{key!r} is {value!r} in the data but {current!r} for this component"
-            elif isinstance(current, numbers.Real) and not isinstance(value, numbers.Real):
-                return f"{key!r} must be a number, got {value!r}"
-        unknown = sorted(set(cfg) - set(self.cfg) - {"initialized"})
+            if key in self.cfg_rules:
+                problem = self.cfg_value_problem(key, value)
+                if problem:
+                    return problem
+        unknown = sorted(set(cfg) - set(self.cfg_rules))
         if unknown:
             return f"unknown cfg keys {unknown}"
+        return self._cfg_relations_problem({**self.cfg, **cfg})
+
+    def _cfg_relations_problem(self, cfg: Dict[str, Any]) -> Optional[str]:
+        """What is inconsistent between the keys of a whole cfg."""
+        outside = [label for label in cfg["masked_labels"] if label not in cfg["labels"]]
+        if outside:
+            return f"cfg['masked_labels'] has {outside}, which are not among the labels {cfg['labels']}"
         return None

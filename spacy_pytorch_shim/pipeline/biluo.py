@@ -147,18 +147,30 @@ def entity_spans(tags: numpy.ndarray) -> List[Tuple[int, int, int]]:
     return [(int(s), int(e), int(labels[inside == s][0])) for s, e in zip(starts, ends)]
 
 
+def _log_matmul(x: numpy.ndarray, allowed: numpy.ndarray) -> numpy.ndarray:
+    """log(exp(x) @ allowed) for log-scores `x` (..., n_tags) and a 0/1
+    transition matrix: the sum over the allowed previous (or next) tags, as
+    one matrix product instead of a log-sum-exp over every pair. (The
+    callers ignore numpy's divide warning: log(0) is -inf, no tag allowed.)"""
+    # The floor keeps a row of -inf from becoming NaN (-inf - -inf).
+    top = numpy.maximum(x.max(axis=-1, keepdims=True), -1e30)
+    return numpy.log(numpy.exp(x - top) @ allowed) + top
+
+
 def _forward_backward(log_probs: numpy.ndarray, trans, start, end) -> Tuple[numpy.ndarray, numpy.ndarray, float]:
     """Forward and backward log-scores of the valid tag sequences (under
     `biluo_constraints`), each scored by the sum of its tags'
     log-probabilities, and their log-normaliser."""
+    allowed = numpy.isfinite(trans).astype(log_probs.dtype)
     alpha = numpy.empty_like(log_probs)
     beta = numpy.empty_like(log_probs)
     alpha[0] = start + log_probs[0]
-    for t in range(1, len(log_probs)):
-        alpha[t] = numpy.logaddexp.reduce(alpha[t - 1][:, None] + trans, axis=0) + log_probs[t]
     beta[-1] = end
-    for t in range(len(log_probs) - 2, -1, -1):
-        beta[t] = numpy.logaddexp.reduce(trans + (log_probs[t + 1] + beta[t + 1])[None, :], axis=1)
+    with numpy.errstate(divide="ignore"):
+        for t in range(1, len(log_probs)):
+            alpha[t] = _log_matmul(alpha[t - 1], allowed) + log_probs[t]
+        for t in range(len(log_probs) - 2, -1, -1):
+            beta[t] = _log_matmul(log_probs[t + 1] + beta[t + 1], allowed.T)
     return alpha, beta, float(numpy.logaddexp.reduce(alpha[-1] + end))
 
 
@@ -170,37 +182,78 @@ def entity_probabilities(log_probs: numpy.ndarray, tags: numpy.ndarray, n_labels
     spans = entity_spans(tags)
     if not spans:
         return numpy.zeros((0,), dtype="float32")
-    trans, start, end = biluo_constraints(n_labels)
-    alpha, beta, log_z = _forward_backward(log_probs, trans, start, end)
-    scores = []
-    for s, e, _ in spans:
-        first, last = tags[s], tags[e - 1]
-        into = start[first] if s == 0 else numpy.logaddexp.reduce(alpha[s - 1] + trans[:, first])
-        inside = log_probs[numpy.arange(s, e), tags[s:e]].sum()
-        scores.append(into + inside + beta[e - 1, last] - log_z)
-    return numpy.exp(numpy.minimum(numpy.asarray(scores, dtype="float32"), 0.0))
+    return SpanProbabilities(log_probs, spans, n_labels).probabilities.astype("float32")
 
 
-def span_probability(
-    log_probs: numpy.ndarray, start: int, end: int, label_index: int, n_labels: int
-) -> Tuple[float, numpy.ndarray]:
-    """The probability that tokens start..end are exactly one entity of the
-    label (as `entity_probabilities`), and the gradient of its log for
-    `log_probs`: the tag posteriors with the span fixed minus those without."""
-    constraints = biluo_constraints(n_labels)
-    alpha, beta, log_z = _forward_backward(log_probs, *constraints)
-    posteriors = numpy.exp(alpha + beta - log_z)
-    # The sequences with this entity: B I.. L (or U) of the label fixed on its
-    # tokens (BILUO validity makes it a whole entity, not part of a longer one).
-    fixed = log_probs.copy()
-    fixed[start:end] = -numpy.inf
-    rows = numpy.arange(start, end)
-    columns = span_tag_columns(start, end, label_index)
-    fixed[rows, columns] = log_probs[rows, columns]
-    alpha, beta, log_z_span = _forward_backward(fixed, *constraints)
-    if not numpy.isfinite(log_z_span):
-        return 0.0, numpy.zeros_like(log_probs)
-    return float(numpy.exp(min(log_z_span - log_z, 0.0))), numpy.exp(alpha + beta - log_z_span) - posteriors
+class SpanProbabilities:
+    """For spans (start, end, label index) of one doc: the probability of
+    each being exactly one entity of its label (as `entity_probabilities`),
+    and the gradient of a weighted sum of their logs (`gradient`).
+
+    The cost is linear in the doc's length whatever the number of spans: one
+    forward-backward over the doc gives every probability; the gradient of
+    log p(span) is the tag posteriors with the span fixed minus those
+    without, and with the span fixed the doc splits into the tokens before it
+    (a doc that must end where the span starts) and after it (one that must
+    start after it), whose posteriors one backward pass over all the spans'
+    prefixes and one forward pass over their suffixes give, batched over the
+    spans."""
+
+    def __init__(self, log_probs: numpy.ndarray, spans: Sequence[Tuple[int, int, int]], n_labels: int):
+        self.log_probs = log_probs
+        self.trans, start, end = biluo_constraints(n_labels)
+        self.alpha, self.beta, self.log_z = _forward_backward(log_probs, self.trans, start, end)
+        self.spans = [(s, e, span_tag_columns(s, e, label)) for s, e, label in spans]
+        # The log-scores into each span (from the tokens before it), along it,
+        # and out of it (to the tokens after it).
+        self.into = numpy.asarray([
+            start[cols[0]] if s == 0 else numpy.logaddexp.reduce(self.alpha[s - 1] + self.trans[:, cols[0]])
+            for s, e, cols in self.spans
+        ])
+        along = numpy.asarray([log_probs[numpy.arange(s, e), cols].sum() for s, e, cols in self.spans])
+        self.out = numpy.asarray([self.beta[e - 1, cols[-1]] for s, e, cols in self.spans])
+        log_z_span = self.into + along + self.out
+        self.possible = numpy.isfinite(log_z_span)
+        with numpy.errstate(invalid="ignore"):
+            log_p = numpy.where(self.possible, numpy.minimum(log_z_span - self.log_z, 0.0), -numpy.inf)
+        self.probabilities = numpy.exp(log_p)
+
+    def gradient(self, weights: numpy.ndarray) -> numpy.ndarray:
+        """sum_i weights[i] * d log p(span i) / d log_probs, (n_tokens, n_tags);
+        impossible spans (probability 0) contribute nothing."""
+        log_probs, alpha, beta = self.log_probs, self.alpha, self.beta
+        allowed = numpy.isfinite(self.trans).astype(log_probs.dtype)
+        weights = numpy.where(self.possible, numpy.asarray(weights, dtype=log_probs.dtype), 0.0)
+        grad = -weights.sum() * numpy.exp(alpha + beta - self.log_z)
+        chosen = numpy.flatnonzero(weights)
+        if not len(chosen):
+            return grad
+        spans = [self.spans[i] for i in chosen]
+        w = weights[chosen]
+        for (s, e, cols), weight in zip(spans, w):
+            grad[numpy.arange(s, e), cols] += weight
+        # Before each span, a backward pass from its start: the tag before it
+        # must be one that its first tag may follow.
+        starts = numpy.asarray([s for s, _, _ in spans])
+        into_span = numpy.stack([self.trans[:, cols[0]] for _, _, cols in spans])
+        into = self.into[chosen][:, None]
+        state = numpy.full((len(spans), log_probs.shape[1]), -numpy.inf)
+        with numpy.errstate(divide="ignore"):
+            for t in range(int(starts.max()) - 1, -1, -1):
+                stepped = _log_matmul(log_probs[t + 1] + state, allowed.T)
+                state = numpy.where((t == starts - 1)[:, None], into_span, stepped)
+                grad[t] += (w * (t < starts)) @ numpy.exp(alpha[t] + state - into)
+        # After each span, a forward pass from its end: the tag after it must
+        # be one that may follow its last tag.
+        ends = numpy.asarray([e for _, e, _ in spans])
+        out_span = numpy.stack([self.trans[cols[-1]] for _, _, cols in spans])
+        out = self.out[chosen][:, None]
+        state = numpy.full((len(spans), log_probs.shape[1]), -numpy.inf)
+        with numpy.errstate(divide="ignore"):
+            for t in range(int(ends.min()), len(log_probs)):
+                state = numpy.where((t == ends)[:, None], out_span, _log_matmul(state, allowed)) + log_probs[t]
+                grad[t] += (w * (t >= ends)) @ numpy.exp(state + beta[t] - out)
+        return grad
 
 
 def span_tag_columns(start: int, end: int, label_index: int) -> numpy.ndarray:

@@ -1,5 +1,4 @@
 """`torch_ner`: a torch BILUO tagger decoded into valid entity spans."""
-import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
@@ -14,7 +13,7 @@ from thinc.api import Config, Model
 from thinc.types import Floats2d
 
 from . import biluo, distill
-from .base import TorchLabelledPipe
+from .base import BASE_CFG_RULES, CfgRule, TorchLabelledPipe, is_number, is_optional_key
 
 DEFAULT_NER_MODEL = """
 [model]
@@ -74,8 +73,6 @@ def make_torch_ner(
     probability down). `spans_key`: also store the predicted entities in
     `doc.spans[spans_key]`, with each one's probability in the group's
     `attrs["scores"]` (as spaCy's `spancat` stores its scores)."""
-    if not 0.0 < outside_loss_weight <= 1.0:
-        raise ValueError(f"{name}: outside_loss_weight must be in (0, 1], got {outside_loss_weight}")
     return TorchEntityRecognizer(
         nlp.vocab,
         model,
@@ -100,6 +97,12 @@ class TorchEntityRecognizer(TorchLabelledPipe):
     # get_loss sums over the batch's tokens (data-parallel training sums the
     # ranks' gradients as they are).
     loss_reduction = "sum"
+    cfg_rules = {
+        **BASE_CFG_RULES,
+        "outside_loss_weight": CfgRule("a number in (0, 1]", lambda v: is_number(v) and 0.0 < v <= 1.0),
+        "incorrect_spans_key": CfgRule("null or a non-empty string (a doc.spans key)", is_optional_key),
+        "spans_key": CfgRule("null or a non-empty string (a doc.spans key)", is_optional_key),
+    }
 
     def __init__(
         self,
@@ -121,7 +124,6 @@ class TorchEntityRecognizer(TorchLabelledPipe):
             incorrect_spans_key=incorrect_spans_key,
             spans_key=spans_key,
         )
-        self._warned_labels: set = set()
 
     @property
     def tags(self) -> List[str]:
@@ -204,7 +206,7 @@ class TorchEntityRecognizer(TorchLabelledPipe):
         label this component does not know are left out, like spaCy's own
         components skip missing values. With `incorrect_spans_key`, each
         negative span adds -log(1 - p(span)), p(span) its probability over
-        the valid tag sequences (`biluo.span_probability`, the probability
+        the valid tag sequences (`biluo.SpanProbabilities`, the probability
         that `spans_key` reports)."""
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.get_loss")
@@ -238,39 +240,27 @@ class TorchEntityRecognizer(TorchLabelledPipe):
             if (span.start_char, span.end_char, span.label) in gold:
                 raise ValueError(Errors.E868.format(span=(span.start_char, span.end_char, span.label_)))
         label_index = {label: i for i, label in enumerate(self.labels)}
+        aligned = eg.get_aligned_spans_y2x(eg.reference.spans[key], allow_overlap=True)
+        spans = [(span.start, span.end, label_index[span.label_]) for span in aligned if span.label_ in label_index]
+        if not spans:
+            return 0.0
         log_probs = self._log_probs(logits, dtype="float64")
-        probs = numpy.exp(log_probs)
-        loss = 0.0
-        for span in eg.get_aligned_spans_y2x(eg.reference.spans[key], allow_overlap=True):
-            if span.label_ not in label_index:
-                continue
-            p_span, d_log_p = biluo.span_probability(log_probs, span.start, span.end, label_index[span.label_], len(self.labels))
-            # d(-log(1 - p)) = p / (1 - p) d(log p), through the log-softmax.
-            grad = p_span / max(1.0 - p_span, NEGATIVE_SPAN_EPS) * d_log_p
-            d += grad - probs * grad.sum(axis=1, keepdims=True)
-            loss -= float(numpy.log(max(1.0 - p_span, NEGATIVE_SPAN_EPS)))
-        return loss
+        negative = biluo.SpanProbabilities(log_probs, spans, len(self.labels))
+        rest = numpy.maximum(1.0 - negative.probabilities, NEGATIVE_SPAN_EPS)
+        # d(-log(1 - p)) = p / (1 - p) d(log p), through the log-softmax.
+        grad = negative.gradient(negative.probabilities / rest)
+        d += grad - numpy.exp(log_probs) * grad.sum(axis=1, keepdims=True)
+        return float(-numpy.log(rest).sum())
 
     def _gold_ids(self, eg: Example, tag_index: Dict[str, int]) -> numpy.ndarray:
-        """Gold tag index per predicted token, -1 where missing or unknown."""
+        """Gold tag index per predicted token, -1 where missing or unknown
+        (`update` adds the gold's labels first; `get_loss` called directly
+        leaves unknown ones out)."""
         ids = numpy.full((len(eg.predicted),), -1, dtype="int64")
         for i, tag in enumerate(eg.get_aligned_ner()):
-            if tag is None or tag == "-" or tag == "":
-                continue
             if tag in tag_index:
                 ids[i] = tag_index[tag]
-            else:
-                label = tag.split("-", 1)[-1]
-                _check_not_negated(label)
-                if label not in self._warned_labels:
-                    self._warned_labels.add(label)
-                    warnings.warn(
-                        f"{self.name}: gold entity label '{label}' is not one of this "
-                        f"component's labels {list(self.labels)}; its tokens are treated "
-                        f"as missing annotation. Add it with add_label('{label}') to learn it."
-                    )
         return ids
-
 
     def distillation_loss(self, examples: List[Example], logits: List[Floats2d], teacher_logits: List[Floats2d], *, use_gold: bool) -> Tuple[float, List[Floats2d]]:
         gold = None

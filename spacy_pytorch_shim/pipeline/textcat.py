@@ -17,7 +17,7 @@ from thinc.api import Config, Model, set_dropout_rate
 from thinc.types import Floats2d
 
 from . import distill
-from .base import TorchLabelledPipe
+from .base import BASE_CFG_RULES, CfgRule, TorchLabelledPipe, is_number, is_optional_key
 
 # The default models are the efficiency presets' (configs/textcat.cfg and
 # configs/textcat_multilabel.cfg): a bag of words and subwords, and for
@@ -101,6 +101,18 @@ def make_torch_textcat_multilabel(
     """Multi-label text classification (independent sigmoids) with a torch model."""
     return TorchMultiLabelTextCategorizer(
         nlp.vocab, model, name, threshold=threshold, logit_adjustment=logit_adjustment, scorer=scorer
+    )
+
+
+TEXTCAT_CFG_RULES = {
+    **BASE_CFG_RULES,
+    "threshold": CfgRule("a number in [0, 1]", lambda v: is_number(v) and 0.0 <= v <= 1.0),
+}
+
+
+def is_log_odds(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and is_number(v) and math.isfinite(v) for k, v in value.items()
     )
 
 
@@ -238,6 +250,11 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
 
     exclusive = True
     factory = "torch_textcat"
+    cfg_rules = {
+        **TEXTCAT_CFG_RULES,
+        "exclusive": CfgRule("true (exclusive classes; a multi-label component's cfg has false)", lambda v: v is True),
+        "positive_label": CfgRule("null or one of the labels", is_optional_key),
+    }
 
     def __init__(
         self,
@@ -305,6 +322,11 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
                     f"torch_textcat_multilabel for multi-label data"
                 )
 
+    def _cfg_relations_problem(self, cfg: Dict[str, Any]) -> Optional[str]:
+        if cfg["positive_label"] is not None and cfg["positive_label"] not in cfg["labels"]:
+            return f"cfg['positive_label'] is {cfg['positive_label']!r}, not one of the labels {cfg['labels']}"
+        return super()._cfg_relations_problem(cfg)
+
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
         kwargs.setdefault("positive_label", self.cfg.get("positive_label"))
         return super().score(examples, **kwargs)
@@ -326,6 +348,14 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
 
     exclusive = False
     factory = "torch_textcat_multilabel"
+    cfg_rules = {
+        **TEXTCAT_CFG_RULES,
+        "exclusive": CfgRule("false (multi-label; an exclusive component's cfg has true)", lambda v: v is False),
+        "logit_adjustment": CfgRule(
+            "a finite number >= 0 (0: off)", lambda v: is_number(v) and math.isfinite(v) and v >= 0
+        ),
+        "label_log_odds": CfgRule("a mapping of labels to finite numbers", is_log_odds),
+    }
     # The label counts behind cfg["label_log_odds"] need every example.
     reads_whole_corpus = True
 
@@ -339,12 +369,9 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
         logit_adjustment: float = 0.0,
         scorer: Optional[Callable] = textcat_multilabel_score,
     ):
-        problem = _logit_adjustment_problem(logit_adjustment)
-        if problem:
-            raise ValueError(f"{name}: {problem}")
         super().__init__(
             vocab, model, name, threshold=threshold, scorer=scorer,
-            logit_adjustment=float(logit_adjustment), label_log_odds={},
+            logit_adjustment=logit_adjustment, label_log_odds={},
         )
 
     def _count_example(self, example: Example, counts: Dict[str, Any]) -> None:
@@ -386,23 +413,11 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
         offsets = self.model.ops.asarray1f([tau * log_odds.get(label, 0.0) for label in self.labels])
         return logits + offsets
 
-    def _cfg_problem(self, cfg: Any) -> Optional[str]:
-        problem = super()._cfg_problem(cfg)
-        if problem or not isinstance(cfg, dict):
-            return problem
-        if "logit_adjustment" in cfg:
-            problem = _logit_adjustment_problem(cfg["logit_adjustment"])
-            if problem:
-                return problem
-        log_odds = cfg.get("label_log_odds", {})
-        if not isinstance(log_odds, dict) or not all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in log_odds.values()
-        ):
-            return f"label_log_odds must map labels to finite numbers, got {log_odds!r}"
-        unknown = sorted(set(log_odds) - set(cfg.get("labels", self.labels)))
+    def _cfg_relations_problem(self, cfg: Dict[str, Any]) -> Optional[str]:
+        unknown = sorted(set(cfg["label_log_odds"]) - set(cfg["labels"]))
         if unknown:
-            return f"label_log_odds has labels {unknown} that are not among the labels"
-        return None
+            return f"cfg['label_log_odds'] has labels {unknown} that are not among the labels {cfg['labels']}"
+        return super()._cfg_relations_problem(cfg)
 
     def distillation_loss(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, *, use_gold: bool) -> Tuple[float, Floats2d]:
         batch = self._distillation_batch(examples, logits, teacher_logits, use_gold)
@@ -418,12 +433,6 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
     def _cross_entropy(self, probs: Floats2d, truths: Floats2d, not_missing: Floats2d) -> float:
         xp = self.model.ops.xp
         return float(-(not_missing * (truths * xp.log(probs + EPS) + (1 - truths) * xp.log(1 - probs + EPS))).sum())
-
-
-def _logit_adjustment_problem(value: Any) -> Optional[str]:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        return f"logit_adjustment must be a finite number >= 0 (0: off), got {value!r}"
-    return None
 
 
 __all__ = [

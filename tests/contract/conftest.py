@@ -3,21 +3,18 @@ wrapper: the test functions are imported from the installed `spacy.tests` /
 `thinc.tests` packages (nothing is copied) and every pipeline they build gets
 our factory in place of spaCy's (see `swap_factories`)."""
 import types
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import pytest
 import torch
 from spacy.language import Language
 from spacy.util import get_lang_class
 
+from spacy_pytorch_shim.pipeline import SPACY_FACTORIES, TorchEntityRecognizer
+
 # spaCy's factory -> ours. The pipe keeps spaCy's default name ("ner",
 # "textcat"), so `losses["ner"]` and `nlp.get_pipe("ner")` work as written.
-FACTORIES = {
-    "ner": "torch_ner",
-    "beam_ner": "torch_ner",
-    "textcat": "torch_textcat",
-    "textcat_multilabel": "torch_textcat_multilabel",
-}
+FACTORIES = {**{spacy: ours for ours, spacy in SPACY_FACTORIES.items()}, "beam_ner": "torch_ner"}
 # Settings of spaCy's transition-based parser that have no counterpart in a
 # tagger decoded exactly (no beam, no oracle): dropped.
 TRANSITION_SETTINGS = ("beam_width", "beam_density", "beam_update_prob", "update_with_oracle_cut_size")
@@ -27,6 +24,12 @@ TRANSITION_SETTINGS = ("beam_width", "beam_density", "beam_update_prob", "update
 def en_vocab():
     """spaCy's fixture of that name (its conftest needs hypothesis to import)."""
     return get_lang_class("en")().vocab
+
+
+@pytest.fixture(scope="session")
+def de_vocab():
+    """spaCy's fixture of that name."""
+    return get_lang_class("de")().vocab
 
 
 def pytest_configure(config):
@@ -50,6 +53,12 @@ SMALL_MODELS = {
     "torch_textcat": {"tok2vec": SMALL_TEXTCAT_TOK2VEC, "hidden_width": 64, "ngram_rows": 4096},
     "torch_textcat_multilabel": {"tok2vec": SMALL_TEXTCAT_TOK2VEC, "hidden_width": 64, "ngram_rows": 4096},
 }
+
+
+def entity_recognizer(vocab, model, **cfg):
+    """`EntityRecognizer(vocab, model, **cfg)` as spaCy's tests call it: ours,
+    without the transition-based parser's settings."""
+    return TorchEntityRecognizer(vocab, model, **{k: v for k, v in cfg.items() if k not in TRANSITION_SETTINGS})
 
 
 def swapped_config(factory_name: str, config: Optional[Dict]) -> Dict:
@@ -85,7 +94,7 @@ def swap_factories(monkeypatch):
 
 def _swapping(method):
     def swapped(self, factory_name, name=None, *args, config=None, source=None, **kwargs):
-        if factory_name in FACTORIES and source is None:
+        if isinstance(factory_name, str) and factory_name in FACTORIES and source is None:
             name = name or factory_name
             config = swapped_config(factory_name, config)
             factory_name = FACTORIES[factory_name]
@@ -96,18 +105,42 @@ def _swapping(method):
     return swapped
 
 
-def adapt(module: types.ModuleType, replace: Dict[str, object], skips: Dict[str, str]) -> Dict[str, object]:
+def adapt(
+    module: types.ModuleType,
+    replace: Dict[str, object],
+    skips: Dict[str, str],
+    parameters: Optional[Dict[str, Tuple[str, list]]] = None,
+) -> Dict[str, object]:
     """The public names of `module` (tests, fixtures, data) for a test file's
     globals: the module's own globals in `replace` are swapped for ours (the
-    tests read them from their module), and each test in `skips` is marked
-    to skip with its reason."""
+    tests read them from their module), each test in `skips` is marked to
+    skip with its reason, and each test in `parameters` gets other values for
+    one of its `parametrize` argument lists (spaCy's classes there were read
+    when the module was imported)."""
     for name, value in replace.items():
         if not hasattr(module, name):
             raise AttributeError(f"{module.__name__} has no {name}: the adapter is out of date")
         setattr(module, name, value)
     names = {k: v for k, v in vars(module).items() if not k.startswith("_")}
-    for test_name, reason in skips.items():
+    for test_name in list(skips) + list(parameters or {}):
         if test_name not in names:
             raise AttributeError(f"{module.__name__} has no {test_name}: the adapter is out of date")
+    for test_name, (argnames, values) in (parameters or {}).items():
+        names[test_name] = _reparametrized(names[test_name], argnames, values)
+    for test_name, reason in skips.items():
         names[test_name] = pytest.mark.skip(reason=reason)(names[test_name])
     return names
+
+
+def _reparametrized(test: types.FunctionType, argnames: str, values: list) -> types.FunctionType:
+    """A copy of `test` whose `parametrize(argnames, ...)` mark has `values`."""
+    marks = getattr(test, "pytestmark", [])
+    if not any(m.name == "parametrize" and m.args[0] == argnames for m in marks):
+        raise AttributeError(f"{test.__name__} is not parametrized over {argnames!r}: the adapter is out of date")
+    copy = types.FunctionType(test.__code__, test.__globals__, test.__name__, test.__defaults__, test.__closure__)
+    copy.__dict__.update(test.__dict__)
+    copy.pytestmark = [
+        pytest.mark.parametrize(argnames, values).mark if m.name == "parametrize" and m.args[0] == argnames else m
+        for m in marks
+    ]
+    return copy

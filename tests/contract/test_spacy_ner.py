@@ -3,9 +3,9 @@
 from spacy.tests.parser import test_ner as spacy_test_ner
 from thinc.api import Config
 
-from spacy_pytorch_shim.pipeline.ner import DEFAULT_NER_MODEL, TorchEntityRecognizer
+from spacy_pytorch_shim.pipeline.ner import DEFAULT_NER_MODEL
 
-from .conftest import TRANSITION_SETTINGS, adapt
+from .conftest import adapt, entity_recognizer
 
 TRANSITIONS = "tests spaCy's transition system (BiluoPushDown moves and oracle), which a tagger has no counterpart of"
 OVERFIT = (
@@ -24,9 +24,7 @@ globals().update(
     adapt(
         spacy_test_ner,
         replace={
-            "EntityRecognizer": lambda vocab, model, **cfg: TorchEntityRecognizer(
-                vocab, model, **{k: v for k, v in cfg.items() if k not in TRANSITION_SETTINGS}
-            ),
+            "EntityRecognizer": entity_recognizer,
             "DEFAULT_NER_MODEL": Config().from_str(DEFAULT_NER_MODEL)["model"],
         },
         skips={

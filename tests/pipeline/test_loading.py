@@ -1,7 +1,12 @@
 """A failed load of a torch component changes nothing: not its labels, cfg,
-attrs, weights or predictions; and every bad file gets one clear error."""
+attrs, weights or predictions; every bad file gets one clear error; and
+every cfg key is checked where it is set (`pipe.cfg[key] = value`, the
+constructor's settings) and where it is loaded, with an error that names the
+key, the value and what is allowed."""
 import gc
 import json
+import pickle
+import re
 from pathlib import Path
 
 import numpy
@@ -10,6 +15,7 @@ import spacy
 import srsly
 
 from spacy_pytorch_shim.models.serialization import ModelLoadError
+from spacy_pytorch_shim.pipeline import TorchEntityRecognizer
 
 TOK2VEC = {"width": 16, "rows": [200, 50, 50, 50], "encoder": {"width": 16, "depth": 1}}
 # The text classifiers' default models have no tok2vec: these tests add one.
@@ -131,8 +137,9 @@ def test_data_saved_with_other_ngram_rows_is_refused_and_changes_nothing(tmp_pat
         ("not json", "not valid JSON"),
         ("[1, 2]", "not a JSON object"),
         ('{"labels": [1, 2]}', "non-empty strings"),
-        ('{"labels": ["A", "A"]}', "repeated"),
-        ('{"labels": ["A"], "masked_labels": ["Z"]}', "masked_labels"),
+        ('{"labels": ["A", "A"]}', r"cfg\['labels'\] must be a list of unique non-empty strings, got \['A', 'A'\]"),
+        ('{"labels": ["A"], "masked_labels": ["Z"]}', r"cfg\['masked_labels'\] has \['Z'\], which are not among the labels"),
+        ('{"labels": ["A", "B"], "positive_label": "Z"}', r"cfg\['positive_label'\] is 'Z', not one of the labels"),
         ('{"labels": ["A"], "evil": 1}', "unknown cfg keys"),
         ('{"labels": ["A"], "threshold": "high"}', "must be a number"),
     ],
@@ -151,7 +158,7 @@ def test_multilabel_data_is_refused_by_an_exclusive_component(tmp_path):
     path = saved("torch_textcat_multilabel", tmp_path)
     nlp = make_nlp("torch_textcat")
     before = snapshot(nlp)
-    with pytest.raises(ModelLoadError, match="'exclusive' is False in the data but True"):
+    with pytest.raises(ModelLoadError, match=r"cfg\['exclusive'\] must be true \(exclusive classes; a multi-label component's cfg has false\), got False"):
         nlp.get_pipe("pipe").from_disk(path / "pipe", exclude=["vocab"])
     assert snapshot(nlp) == before
 
@@ -278,3 +285,128 @@ def test_failed_load_through_a_resize_output_of_its_own_resizes_nothing(factory,
     assert pipe.model is model
     assert snapshot(nlp) == before
     assert pipe.model.get_dim("nO") == pipe.n_outputs(2)
+
+
+def test_pipeline_saved_before_initialize_with_labels_loads(factory, tmp_path):
+    """As spaCy's components: labels added, never initialized, saved, loaded
+    (from disk and from bytes), then initialized."""
+    nlp = make_nlp(factory, labels=None)
+    for label in ("A", "B"):
+        nlp.get_pipe("pipe").add_label(label)
+    nlp.to_disk(tmp_path / "p")
+    loaded = [spacy.load(tmp_path / "p"), make_nlp(factory, labels=None).from_bytes(nlp.to_bytes())]
+    for other in loaded:
+        pipe = other.get_pipe("pipe")
+        assert pipe.labels == ("A", "B") and not pipe.is_initialized
+        other.initialize()
+        assert pipe.labels == ("A", "B")
+        assert snapshot(other)[3]
+
+
+def test_reordered_labels_in_the_cfg_are_refused(factory, tmp_path):
+    """The weights keep the labels their outputs belong to: a cfg whose
+    labels were reordered would attach every score to the wrong label."""
+    path = saved(factory, tmp_path)
+    cfg = srsly.read_json(path / "pipe" / "cfg")
+    srsly.write_json(path / "pipe" / "cfg", {**cfg, "labels": ["C", "B", "A"]})
+    nlp = make_nlp(factory, labels=("C", "B", "A"))
+    before = snapshot(nlp)
+    message = r"have outputs for the labels \['A', 'B', 'C'\], in that order, but .* has the labels \['C', 'B', 'A'\]"
+    with pytest.raises(ModelLoadError, match=message):
+        nlp.from_disk(path)
+    assert snapshot(nlp) == before
+    with pytest.raises(ModelLoadError, match=message):
+        spacy.load(path)
+
+
+# ------------------------------------------------------------ cfg checks
+NAN, INF = float("nan"), float("inf")
+# Per component: (key, bad value); the values JSON cannot hold are checked
+# on assignment only.
+BAD = {
+    "torch_ner": [
+        ("labels", ["A", "A"]),
+        ("labels", "A"),
+        ("masked_labels", [1]),
+        ("initialized", "yes"),
+        ("outside_loss_weight", 0),
+        ("outside_loss_weight", 1.5),
+        ("outside_loss_weight", "0.3"),
+        ("outside_loss_weight", True),
+        ("outside_loss_weight", NAN),
+        ("incorrect_spans_key", 5),
+        ("incorrect_spans_key", ""),
+        ("spans_key", ["scores"]),
+        ("spans_key", 1.0),
+    ],
+    "torch_textcat": [
+        ("exclusive", False),
+        ("threshold", 1.5),
+        ("threshold", "high"),
+        ("threshold", NAN),
+        ("positive_label", 3),
+        ("positive_label", ""),
+    ],
+    "torch_textcat_multilabel": [
+        ("exclusive", True),
+        ("threshold", -0.1),
+        ("logit_adjustment", -1),
+        ("logit_adjustment", INF),
+        ("logit_adjustment", NAN),
+        ("logit_adjustment", True),
+        ("label_log_odds", {"A": INF}),
+        ("label_log_odds", [1.0]),
+        ("label_log_odds", {"A": "high"}),
+    ],
+}
+CASES = [(factory, key, value) for factory, bad in BAD.items() for key, value in bad]
+
+
+def _message(key, value):
+    return rf"cfg\['{key}'\] must be .*, got {re.escape(repr(value))}"
+
+
+def _in_json(value):
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("factory, key, value", CASES)
+def test_bad_value_set_is_refused_naming_key_value_and_what_is_allowed(factory, key, value):
+    pipe = make_nlp(factory).get_pipe("pipe")
+    before = dict(pipe.cfg)
+    with pytest.raises(ValueError, match=_message(key, value)):
+        pipe.cfg[key] = value
+    with pytest.raises(ValueError, match=_message(key, value)):
+        pipe.cfg.update({key: value})
+    assert dict(pipe.cfg) == before
+
+
+@pytest.mark.parametrize("factory, key, value", [case for case in CASES if _in_json(case[2])])
+def test_bad_value_in_a_saved_cfg_is_refused_on_load(factory, key, value, tmp_path):
+    nlp = make_nlp(factory)
+    nlp.to_disk(tmp_path / "p")
+    cfg = srsly.read_json(tmp_path / "p" / "pipe" / "cfg")
+    srsly.write_json(tmp_path / "p" / "pipe" / "cfg", {**cfg, key: value})
+    with pytest.raises(ModelLoadError, match=_message(key, value)):
+        spacy.load(tmp_path / "p")
+
+
+@pytest.mark.parametrize("factory", sorted(CONFIGS))
+def test_unknown_key_is_refused_and_the_cfg_survives_pickle(factory):
+    pipe = make_nlp(factory).get_pipe("pipe")
+    with pytest.raises(ValueError, match=r"the cfg has no key 'pos_weight' \(its keys: \["):
+        pipe.cfg["pos_weight"] = [1.0]
+    copy = pickle.loads(pickle.dumps(pipe))
+    assert copy.cfg == pipe.cfg
+    with pytest.raises(ValueError, match="initialized"):
+        copy.cfg["initialized"] = None
+
+
+def test_constructor_settings_are_checked_by_the_same_rules():
+    model = make_nlp("torch_ner").get_pipe("pipe").model
+    with pytest.raises(ValueError, match=r"cfg\['spans_key'\] must be null or a non-empty string \(a doc.spans key\), got 3"):
+        TorchEntityRecognizer(spacy.blank("en").vocab, model, spans_key=3)

@@ -6,7 +6,7 @@ import numpy
 import pytest
 import spacy
 from spacy.lookups import Lookups
-from spacy.tokens import Span
+from spacy.tokens import Doc, Span
 from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 
@@ -178,13 +178,15 @@ def test_odd_docs(trained):
     assert [len(d.ents) for d in docs][1] == 2
 
 
-def test_unknown_gold_label_is_treated_as_missing_with_a_warning(trained):
+def test_unknown_gold_label_is_added_and_learned_as_spacy_ner(trained):
     nlp, optimizer = trained
-    egs = examples(nlp, [("Google is big", [(0, 6, "ORG")])])
-    with pytest.warns(UserWarning, match="'ORG'.*add_label"):
-        losses = nlp.update(egs, sgd=optimizer)
+    egs = examples(nlp, TRAIN + NEW)
+    losses = nlp.update(egs, sgd=optimizer)
+    ner = nlp.get_pipe("ner")
     assert numpy.isfinite(losses["ner"])
-    assert "ORG" not in nlp.get_pipe("ner").labels
+    assert ner.labels == ("PER", "LOC", "ORG") and ner.cfg["masked_labels"] == []
+    train(nlp, egs, optimizer, steps=30)
+    assert (13, 19, "ORG") in ents(nlp, ["She works at Google"])[0]
 
 
 def test_initialize_without_labels_tags_everything_outside_like_spacy_ner(tmp_path):
@@ -223,7 +225,7 @@ def test_outside_loss_weight_scales_the_gradient_of_gold_O_tokens(trained):
 
 def test_outside_loss_weight_must_be_in_unit_interval():
     nlp = spacy.blank("en")
-    with pytest.raises(ValueError, match="outside_loss_weight"):
+    with pytest.raises(ValueError, match=r"cfg\['outside_loss_weight'\] must be a number in \(0, 1\], got 0.0"):
         nlp.add_pipe("torch_ner", config={**CFG, "outside_loss_weight": 0.0})
 
 
@@ -378,3 +380,76 @@ def test_entity_probabilities_are_the_exact_marginals():
                             and (s == 0 or seq[s - 1] == 0 or (seq[s - 1] - 1) % 4 + 1 in (biluo.L, biluo.U))
                             and (e == n_tokens or (seq[e] - 1) % 4 + 1 in (biluo.B, biluo.U) or seq[e] == 0)) / total)
     numpy.testing.assert_allclose(biluo.entity_probabilities(log_probs, tags, n_labels), expected, rtol=1e-4)
+
+
+def _reference_negative_spans(log_probs, spans, n_labels):
+    """The definition of the negative spans' loss, computed as it reads: per
+    span, the sequences with the span fixed against all of them (two whole
+    forward-backward passes), and -log(1 - p) through the log-softmax."""
+    trans, start, end = biluo_constraints(n_labels)
+
+    def forward_backward(x):
+        alpha, beta = numpy.empty_like(x), numpy.empty_like(x)
+        alpha[0] = start + x[0]
+        for t in range(1, len(x)):
+            alpha[t] = numpy.logaddexp.reduce(alpha[t - 1][:, None] + trans, axis=0) + x[t]
+        beta[-1] = end
+        for t in range(len(x) - 2, -1, -1):
+            beta[t] = numpy.logaddexp.reduce(trans + (x[t + 1] + beta[t + 1])[None, :], axis=1)
+        return alpha, beta, numpy.logaddexp.reduce(alpha[-1] + end)
+
+    probs = numpy.exp(log_probs)
+    loss, d = 0.0, numpy.zeros_like(log_probs)
+    alpha, beta, log_z = forward_backward(log_probs)
+    posteriors = numpy.exp(alpha + beta - log_z)
+    for s, e, label in spans:
+        fixed = numpy.full_like(log_probs, -numpy.inf)
+        fixed[:s], fixed[e:] = log_probs[:s], log_probs[e:]
+        cols = biluo.span_tag_columns(s, e, label)
+        fixed[numpy.arange(s, e), cols] = log_probs[numpy.arange(s, e), cols]
+        a, b, log_z_span = forward_backward(fixed)
+        if not numpy.isfinite(log_z_span):
+            continue
+        p = numpy.exp(min(log_z_span - log_z, 0.0))
+        grad = p / max(1.0 - p, 1e-12) * (numpy.exp(a + b - log_z_span) - posteriors)
+        d += grad - probs * grad.sum(axis=1, keepdims=True)
+        loss -= numpy.log(max(1.0 - p, 1e-12))
+    return loss, d
+
+
+def test_negative_spans_loss_and_gradient_are_the_definitions():
+    """Batched over the spans, the same values as the definition computed
+    span by span: spans at the doc's edges, overlapping, of one token, and
+    of a masked label (probability 0: nothing)."""
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("torch_ner", config={**CFG, "incorrect_spans_key": "neg"})
+    ner.initialize(lambda: iter([]), labels=["PER", "LOC", "ORG"])
+    ner.cfg["masked_labels"] = ["ORG"]
+    words = [f"w{i}" for i in range(25)]
+    eg = Example(Doc(nlp.vocab, words=words), Doc(nlp.vocab, words=words))
+    spans = [(0, 2, 0), (3, 4, 1), (3, 6, 0), (5, 9, 1), (20, 25, 0), (24, 25, 1), (10, 12, 2)]
+    eg.reference.spans["neg"] = [Span(eg.reference, s, e, ner.labels[label]) for s, e, label in spans]
+    logits = [numpy.random.default_rng(0).normal(scale=2.0, size=(25, biluo.n_tags(3))).astype("float32")]
+    loss, d = ner.get_loss([eg], logits)
+    ner.cfg["incorrect_spans_key"] = None
+    plain_loss, plain_d = ner.get_loss([eg], logits)
+    expected_loss, expected_d = _reference_negative_spans(ner._log_probs(logits[0], dtype="float64"), spans, 3)
+    expected_d[:, biluo.tag_mask(ner.label_mask())] = 0.0
+    assert expected_loss > 0.1
+    numpy.testing.assert_allclose(loss - plain_loss, expected_loss, rtol=1e-6)
+    numpy.testing.assert_allclose(d[0] - plain_d[0], expected_d, rtol=1e-4, atol=1e-6)
+
+
+def test_negative_spans_cost_one_forward_backward_per_doc(monkeypatch):
+    """However many negative spans a doc has, one forward-backward over it
+    (bench/negative_spans.py times it)."""
+    calls = []
+    forward_backward = biluo._forward_backward
+    monkeypatch.setattr(biluo, "_forward_backward", lambda *args: calls.append(1) or forward_backward(*args))
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("torch_ner", config={**CFG, "incorrect_spans_key": "neg"})
+    eg = examples(nlp, [("Alice lives in Paris and Bob in Rome", [(0, 5, "PER")])])[0]
+    nlp.initialize(lambda: [eg])
+    eg.reference.spans["neg"] = [Span(eg.reference, i, i + 1, "PER") for i in range(2, 8)]
+    nlp.update([eg])
+    assert len(calls) == 1

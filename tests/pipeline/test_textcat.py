@@ -166,7 +166,11 @@ def test_unknown_and_missing_gold_labels(trained):
     ]
     losses = nlp.update(egs, sgd=optimizer)
     assert numpy.isfinite(losses["textcat"])
-    assert "UNSEEN" not in nlp.get_pipe("textcat").labels
+    # As spaCy's ner: a gold label the component does not know is added and trained.
+    textcat = nlp.get_pipe("textcat")
+    assert textcat.labels == ("POS", "NEG", "UNSEEN") and textcat.cfg["masked_labels"] == []
+    train(nlp, egs, optimizer, steps=20)
+    assert nlp("a new thing").cats["UNSEEN"] > 0.5
 
 
 def test_multilabel_gold_outside_unit_interval_is_a_clear_error():
@@ -338,15 +342,26 @@ def test_logit_adjustment_survives_disk_and_bad_values_are_clear_errors(tmp_path
     loaded = spacy.load(tmp_path / "p")
     assert loaded.get_pipe("textcat").cfg["label_log_odds"] == pytest.approx(nlp.get_pipe("textcat").cfg["label_log_odds"])
     assert cats(loaded, ["a late parcel"]) == before
-    with pytest.raises(ValueError, match="logit_adjustment must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"cfg\['logit_adjustment'\] must be a finite number >= 0"):
         spacy.blank("en").add_pipe("torch_textcat_multilabel", config={**CFG, "logit_adjustment": -0.5})
     cfg_path = tmp_path / "p" / "textcat" / "cfg"
     saved = srsly.read_json(cfg_path)
     for key, value, message in [
-        ("label_log_odds", {"LATE": "high"}, "label_log_odds must map labels to finite numbers"),
-        ("label_log_odds", {"ELSEWHERE": 1.0}, r"label_log_odds has labels \['ELSEWHERE'\]"),
-        ("logit_adjustment", -1.0, "logit_adjustment must be a finite number >= 0"),
+        ("label_log_odds", {"LATE": "high"}, r"cfg\['label_log_odds'\] must be a mapping of labels to finite numbers"),
+        ("label_log_odds", {"ELSEWHERE": 1.0}, r"cfg\['label_log_odds'\] has labels \['ELSEWHERE'\]"),
+        ("logit_adjustment", -1.0, r"cfg\['logit_adjustment'\] must be a finite number >= 0"),
     ]:
         srsly.write_json(cfg_path, {**saved, key: value})
         with pytest.raises(ModelLoadError, match=message):
             spacy.load(tmp_path / "p")
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0, float("inf"), True, "0.3"])
+def test_logit_adjustment_set_at_runtime_is_checked(tmp_path, value):
+    nlp, _ = multilabel_nlp(0.25)
+    textcat = nlp.get_pipe("textcat")
+    with pytest.raises(ValueError, match=r"cfg\['logit_adjustment'\] must be a finite number >= 0 \(0: off\), got"):
+        textcat.cfg["logit_adjustment"] = value
+    assert textcat.cfg["logit_adjustment"] == 0.25
+    assert all(numpy.isfinite(v) for v in nlp("the parcel is late").cats.values())
+    nlp.to_disk(tmp_path / "p")
