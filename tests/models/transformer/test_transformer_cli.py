@@ -23,7 +23,7 @@ from tiny_encoders import DATA, WIDTH
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[3]
-CALLBACKS = ROOT / "tests" / "parallel" / "callbacks.py"
+CALLBACKS = ROOT / "tests" / "data_parallel" / "callbacks.py"
 K = 3  # updates before the distributed and one-process weights are compared
 TIMEOUT = 300
 
