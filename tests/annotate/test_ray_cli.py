@@ -131,11 +131,9 @@ def test_without_ray_the_command_says_how_to_install_it(pipelines, tmp_path):
     assert 'pip install "spacy-pytorch-shim[ray]"' in flat(result.stdout)
 
 
-def test_a_document_that_crashes_its_worker_every_time_ends_the_run(pipelines, texts, components, tmp_path):
+def test_a_document_that_crashes_its_worker_every_time_ends_the_run(ray_address, pipelines, texts, components, tmp_path):
     """Two worker deaths (in its batch, then alone), then the run ends,
-    naming the document, which is in errors.jsonl. On a Ray instance of its
-    own (embedded): on the suite's shared one, used by earlier tests that
-    kill workers, the run once ended in Ray's own worker-death error."""
+    naming the document, which is in errors.jsonl."""
     nlp = spacy.load(pipelines["ner"])
     nlp.add_pipe("test_crash_on", config={"token": "CRASH"})
     nlp.to_disk(tmp_path / "pipeline")
@@ -143,7 +141,7 @@ def test_a_document_that_crashes_its_worker_every_time_ends_the_run(pipelines, t
     corpus[4] = "it will CRASH here"
     path = write_jsonl(tmp_path / "corpus.jsonl", corpus)
     result = run_spacy(["ray-annotate", tmp_path / "pipeline", path, tmp_path / "out", "--shard-size", "3",
-                        "--code", COMPONENTS, "--no-progress"])
+                        "--code", COMPONENTS, "--address", ray_address, "--no-progress"])
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{path}:5: document 4 killed its worker twice" in flat(result.stdout)
     assert "Traceback" not in result.stdout + result.stderr
