@@ -179,8 +179,13 @@ def pick_scores(task: str, scores: dict) -> dict:
 
 
 def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: int,
-               seed: int, a: argparse.Namespace, sys_dir: Path, env: dict) -> dict:
-    """Train, select, evaluate and measure one system on one dataset with one seed."""
+               seed: int, a: argparse.Namespace, sys_dir: Path, env: dict,
+               python: str = sys.executable, overrides: Optional[Dict[str, Any]] = None) -> dict:
+    """Train, select, evaluate and measure one system on one dataset with one
+    seed, with `python` (another virtual environment's interpreter for a
+    system that cannot be installed beside ours) and config `overrides`
+    (dotted keys, given to spacy train)."""
+    overrides = dict(overrides or {})
     res: Dict[str, Any] = {"system": system, "seed": seed, "config": rel(cfg), "status": "ok",
                            "commands": []}
     if not cfg.exists():
@@ -193,7 +198,7 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
                    "config_sha256": res["config_sha256"],
                    "data": {s: [data[s]["path"], data[s]["docs"]] for s in data},
                    "batch_size": a.batch_size, "evals_per_epoch": a.evals_per_epoch,
-                   "threads": a.threads,
+                   "threads": a.threads, "python": python, "overrides": overrides,
                    "versions": {k: v for k, v in a._versions.items() if not k.startswith("git")}}
     cache = sys_dir / "result.json"
     if a.reuse and cache.exists():
@@ -216,19 +221,21 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
     eval_freq = None
     try:
         st = run_worker("steps", {"config": str(cfg), "train": train_p, "dev": dev_p,
-                              "epochs": epochs}, sys_dir / "steps.log", env, timeout=600)
+                              "epochs": epochs}, sys_dir / "steps.log", env, timeout=600, python=python)
         res["steps_per_epoch_estimate"] = st["steps_per_epoch"]
         eval_freq = max(10, int(math.ceil(st["total_steps"] / (a.evals_per_epoch * epochs))))
     except Exception as e:  # noqa: BLE001
         res["steps_error"] = str(e)[-500:]
     res["eval_frequency"] = eval_freq
 
-    cmd = [sys.executable, "-m", "spacy", "train", str(cfg), "--output", str(out_dir),
+    cmd = [python, "-m", "spacy", "train", str(cfg), "--output", str(out_dir),
            "--paths.train", train_p, "--paths.dev", dev_p,
            "--training.max_epochs", str(epochs), "--training.max_steps", "0",
            "--training.patience", "0", "--system.seed", str(seed)]
     if eval_freq:
         cmd += ["--training.eval_frequency", str(eval_freq)]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
     timing_file = sys_dir / "timing.json"
     wrapped = can_wrap_logger(cfg)
     if wrapped:
@@ -288,7 +295,7 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
     if a.last_check and last.exists():
         try:
             dv = run_worker("devscore", {"models": {"model-best": str(best), "model-last": str(last)},
-                                     "dev": dev_p}, sys_dir / "devscore.log", env)
+                                     "dev": dev_p}, sys_dir / "devscore.log", env, python=python)
             dv.pop("_proc", None)
             res["dev"] = dv
             if dv["model-last"]["score"] > dv["model-best"]["score"]:
@@ -299,7 +306,7 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
 
     # test scores with the CLI
     scores_path = sys_dir / "scores.json"
-    cmd = [sys.executable, "-m", "spacy", "evaluate", str(model), test_p,
+    cmd = [python, "-m", "spacy", "evaluate", str(model), test_p,
            "--output", str(scores_path)]
     res["commands"].append(qjoin(cmd))
     log(f"{ds} / {system}: evaluating {res['selected']} on test ...")
@@ -316,10 +323,10 @@ def run_system(ds: str, task: str, system: str, cfg: Path, data: dict, epochs: i
         f"median of {a.infer_runs}) ...")
     pr_args = {"model": str(model), "test": test_p, "batch_size": a.batch_size,
                "runs": a.infer_runs, "task": task}
-    res["commands"].append(qjoin([sys.executable, "bench/workers.py", "predict",
+    res["commands"].append(qjoin([python, "bench/workers.py", "predict",
                                   json.dumps(pr_args)]))
     try:
-        pr = run_worker("predict", pr_args, sys_dir / "predict.log", env, timeout=1800)
+        pr = run_worker("predict", pr_args, sys_dir / "predict.log", env, timeout=1800, python=python)
     except Exception as e:  # noqa: BLE001
         res["status"] = "failed: predict worker"
         res["error_tail"] = str(e)[-1500:]

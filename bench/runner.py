@@ -150,14 +150,15 @@ def child_env(threads: Optional[int]) -> dict:
 
 
 def run_worker(name: str, args: dict, log_path: Path, env: dict,
-               timeout: Optional[float] = None) -> Dict[str, Any]:
-    """Runs `python bench/workers.py NAME JSON` in a fresh interpreter and
-    reads the JSON it writes."""
+               timeout: Optional[float] = None, python: str = sys.executable) -> Dict[str, Any]:
+    """Runs `python bench/workers.py NAME JSON` in a fresh interpreter (this
+    one's, or `python`: another virtual environment's) and reads the JSON it
+    writes."""
     out_json = log_path.with_suffix(".json")
     if out_json.exists():
         out_json.unlink()
     args = dict(args, _out=str(out_json))
-    cmd = [sys.executable, str(WORKERS_PY), name, json.dumps(args)]
+    cmd = [python, str(WORKERS_PY), name, json.dumps(args)]
     res = run_cmd(cmd, log_path, timeout=timeout, env=env, cwd=REPO)
     if res["rc"] != 0 or not out_json.exists():
         raise RuntimeError(f"worker {name} failed (rc={res['rc']}), see {rel(log_path)}:\n"

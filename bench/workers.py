@@ -54,11 +54,13 @@ def w_prepare(a: dict) -> dict:
 
 def w_spacy_config(a: dict) -> dict:
     """spaCy's own config, as `spacy init config -l en -p PIPE -o OPTIMIZE`
-    writes it (CPU), with the overrides `a["set"]` (dotted keys) applied."""
+    writes it (CPU; with `a["gpu"]`, as `--gpu` writes it: spacy-transformers'
+    transformer config, where spacy-transformers is installed), with the
+    overrides `a["set"]` (dotted keys) applied."""
     from spacy.cli.init_config import init_config
     from thinc.api import Config
 
-    cfg = init_config(lang="en", pipeline=[a["pipe"]], optimize=a["optimize"], gpu=False)
+    cfg = init_config(lang="en", pipeline=[a["pipe"]], optimize=a["optimize"], gpu=a.get("gpu", False))
     cfg = Config(cfg)
     for key, value in a["set"].items():
         node = cfg

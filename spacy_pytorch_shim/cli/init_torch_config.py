@@ -139,7 +139,32 @@ def torch_config(
     config["nlp"]["lang"] = lang
     if encoder is not None:
         config["encoder"]["name"], config["encoder"]["width"] = encoder
+        if len(components) > 1:
+            share_encoder(config, components)
+            notes.append(f"one encoder (components.{SHARED_ENCODER}) for {', '.join(components)}, through listeners")
     return config.to_str(), notes
+
+
+# The component that holds the encoder that several components listen to.
+SHARED_ENCODER = "tok2vec"
+
+
+def share_encoder(config: Config, components: List[str]) -> None:
+    """One encoder pass per batch for all `components`: spaCy's tok2vec
+    component holds the encoder of the first one's preset, and each component
+    gets a listener in its place. The presets' ParamGroups wrapper (the
+    encoder's learn-rate multiplier) moves with the encoder."""
+    models = [config["components"][component]["model"] for component in components]
+    groups = {key: value for key, value in models[0].items() if key != "model"}
+    models = [model["model"] for model in models]  # the presets' ParamGroups wrappers, removed
+    shared = dict(groups, model=models[0]["tok2vec"])
+    config["components"] = {SHARED_ENCODER: {"factory": "tok2vec", "model": shared}, **config["components"]}
+    for component, model in zip(components, models):
+        model["tok2vec"] = {
+            "@architectures": "spacy.Tok2VecListener.v1", "width": "${encoder.width}", "upstream": SHARED_ENCODER,
+        }
+        config["components"][component]["model"] = model
+    config["nlp"]["pipeline"].insert(0, SHARED_ENCODER)
 
 
 def read_encoder_width(name: str) -> int:

@@ -39,8 +39,10 @@ class TorchShim(PyTorchShim):
     weights are saved as safetensors, never pickled (Thinc's
     `serialize_model`/`deserialize_model` hooks are ours too). Parameters
     with `requires_grad=False` are frozen: no gradient, no optimizer state,
-    no change. `learn_rate_multipliers` maps parameter names to Thinc's
-    `lr_scale`. A deep copy gets its own id, so it trains on its own.
+    no change. `learn_rate_multipliers` (set by `ParamGroups.v1`) maps
+    parameter names to Thinc's `lr_scale`, times those the shim's own model
+    sets in `builtin_learn_rate_multipliers` (an encoder's layer decay). A
+    deep copy gets its own id, so it trains on its own.
     """
 
     _model: torch.nn.Module
@@ -72,6 +74,7 @@ class TorchShim(PyTorchShim):
         self._is_train: Optional[bool] = None
         self._dropout_rate: Optional[float] = None
         self.learn_rate_multipliers: Dict[str, float] = {}
+        self.builtin_learn_rate_multipliers: Dict[str, float] = {}
         # The optimizers (most recent last) that hold state for our parameters,
         # so that resizing a parameter resizes that state too. Thinc's
         # Optimizer cannot be weakly referenced, so only a few are kept; they
@@ -197,8 +200,8 @@ class TorchShim(PyTorchShim):
             skip = self._grad_scaler.unscale(grads)
             self._grads_scaled = False
         if not skip:
-            multipliers = self.learn_rate_multipliers
-            lr_scales = [multipliers.get(name, 1.0) for name in names]
+            multipliers, builtin = self.learn_rate_multipliers, self.builtin_learn_rate_multipliers
+            lr_scales = [multipliers.get(name, 1.0) * builtin.get(name, 1.0) for name in names]
             with torch.no_grad():
                 if supports_fused(optimizer) and all(_fusable(p, g) for p, g in zip(params, grads)):
                     fused_step(optimizer, self.id, names, [p.data for p in params], grads, lr_scales, self._state_cache)

@@ -64,7 +64,9 @@ class HFShim(TorchShim):
         self.clear_caches()
         self._is_train = None
         self._dropout_rate = None
-        self.learn_rate_multipliers = layer_decay_multipliers(self._model, self.layer_decay) if self.layer_decay != 1.0 else {}
+        self.builtin_learn_rate_multipliers = (
+            layer_decay_multipliers(self._model, self.layer_decay) if self.layer_decay != 1.0 else {}
+        )
         for callback in self._when_built:
             callback()
 

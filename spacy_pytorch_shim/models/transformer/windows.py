@@ -38,14 +38,22 @@ def best_windows(
     return best
 
 
+# A window joins a group only if it is at least this share of the group's
+# longest: padding is at most 1/5 of a forward pass. Filling each pass up to
+# `max_pieces` instead padded tweets to nearly twice their pieces, and the
+# encoder's time is its padded pieces.
+MIN_GROUP_FILL = 0.8
+
+
 def group_windows(lengths: Sequence[int], max_pieces: int) -> List[List[int]]:
     """Windows (by index) in groups, longest first, each group's padded size
     (its longest window times its number of windows) at most `max_pieces`,
-    except a single window longer than that, which is a group of its own."""
+    except a single window longer than that, which is a group of its own,
+    and each window at least MIN_GROUP_FILL of its group's longest."""
     groups: List[List[int]] = []
     longest = 0
     for i in numpy.argsort(-numpy.asarray(lengths, dtype="i8"), kind="stable").tolist():
-        if groups and longest * (len(groups[-1]) + 1) <= max_pieces:
+        if groups and longest * (len(groups[-1]) + 1) <= max_pieces and lengths[i] >= MIN_GROUP_FILL * longest:
             groups[-1].append(i)
         else:
             groups.append([i])

@@ -77,7 +77,7 @@ def test_each_span_takes_the_window_where_it_has_most_context():
 
 
 def test_groups_are_bounded_by_padded_pieces_longest_first():
-    lengths = [5, 30, 8, 8, 2, 100, 7]
+    lengths = [5, 30, 8, 8, 2, 100, 7, 4, 4, 4, 4, 4, 4, 4, 4]
     groups = group_windows(lengths, 32)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     assert groups[0] == [5]  # longer than the bound: alone
@@ -85,4 +85,7 @@ def test_groups_are_bounded_by_padded_pieces_longest_first():
         longest = max(lengths[i] for i in group)
         assert longest * len(group) <= 32 or len(group) == 1
         assert [lengths[i] for i in group] == sorted((lengths[i] for i in group), reverse=True)
-    assert len(groups) == 4  # [100] [30] [8 8 7] [5 2]
+    # A window much shorter than its group's longest starts a group of its
+    # own (little padding): 2 is not with the 4s.
+    assert [[lengths[i] for i in group] for group in groups] == [
+        [100], [30], [8, 8, 7], [5, 4, 4, 4, 4, 4], [4, 4, 4], [2]]

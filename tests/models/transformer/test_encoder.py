@@ -136,9 +136,10 @@ def test_prediction_runs_in_inference_mode_and_training_has_gradients(encoder_di
     modes = []
     model.shims[0].module.transformer.register_forward_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
     model.predict(docs[:3])
+    predicted = len(modes)
     set_dropout_rate(model, 0.0)
     Y, backprop = model.begin_update(docs[:3])
-    assert modes == [True, False]
+    assert predicted and modes == [True] * predicted + [False] * (len(modes) - predicted) and len(modes) > predicted
     backprop([numpy.ones_like(y) for y in Y])
     # Every parameter has a gradient (BERT's sentence pooler is dropped).
     grads = [p.grad for p in model.shims[0].module.parameters()]
@@ -146,7 +147,7 @@ def test_prediction_runs_in_inference_mode_and_training_has_gradients(encoder_di
 
 
 def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(encoder_dir, docs):
-    grads = []
+    grads, forwards = [], []
     for checkpointing in (False, True):
         model = encoder(encoder_dir("bert"), gradient_checkpointing=checkpointing)
         calls = []
@@ -154,9 +155,10 @@ def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(e
         set_dropout_rate(model, 0.0)
         Y, backprop = model.begin_update(docs[:4])
         backprop([numpy.ones_like(y) for y in Y])
-        # With checkpointing the layer runs again in the backward pass.
-        assert len(calls) == (2 if checkpointing else 1)
+        forwards.append(len(calls))
         grads.append({n: p.grad.clone() for n, p in model.shims[0].module.named_parameters() if p.grad is not None})
+    # With checkpointing the layer runs again in the backward pass.
+    assert forwards[0] >= 1 and forwards[1] == 2 * forwards[0]
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-4)

@@ -155,11 +155,36 @@ def test_a_param_group_pattern_that_matches_nothing_is_named_at_initialize(encod
 def test_layer_decay_is_one_setting(encoder_dir):
     nlp = make_nlp(encoder_dir("modernbert"), layer_decay=0.5)
     nlp.initialize(lambda: examples(nlp, 4))
-    multipliers = nlp.get_pipe("torch_ner").model.get_ref("tok2vec").shims[0].learn_rate_multipliers
+    multipliers = nlp.get_pipe("torch_ner").model.get_ref("tok2vec").shims[0].builtin_learn_rate_multipliers
     assert multipliers["transformer.layers.1.attn.Wqkv.weight"] == 1.0
     assert multipliers["transformer.layers.0.attn.Wqkv.weight"] == 0.5
     assert multipliers["transformer.embeddings.tok_embeddings.weight"] == 0.25
     assert "transformer.final_norm.weight" not in multipliers
+
+
+def test_layer_decay_and_param_group_multipliers_multiply(encoder_dir, monkeypatch):
+    """A ParamGroups multiplier on the encoder scales its layer decay, before
+    and after the pipeline is saved and loaded (the encoder is rebuilt)."""
+    layer0, top = "transformer.layers.0.attn.Wqkv.weight", "transformer.layers.1.attn.Wqkv.weight"
+    nlp = make_nlp(encoder_dir("modernbert"), layer_decay=0.5,
+                   param_groups={"learn_rate_multipliers": {"hf_encoder.*": 0.1}})
+    egs = examples(nlp, 4)
+    nlp.initialize(lambda: egs)
+    used = {}
+
+    def record(optimizer, shim_id, names, params, grads, lr_scales, cache):
+        used.update(zip(names, lr_scales))
+        return fused_step(optimizer, shim_id, names, params, grads, lr_scales, cache)
+
+    fused_step = torch_shim.fused_step
+    monkeypatch.setattr(torch_shim, "fused_step", record)
+    nlp.update(egs, sgd=Adam(0.001), drop=0.0)
+    assert used[layer0] == pytest.approx(0.05) and used[top] == pytest.approx(0.1)
+    used.clear()
+    loaded = make_nlp(encoder_dir("modernbert"), layer_decay=0.5,
+                      param_groups={"learn_rate_multipliers": {"hf_encoder.*": 0.1}}).from_bytes(nlp.to_bytes())
+    loaded.update(egs, sgd=Adam(0.001), drop=0.0)
+    assert used[layer0] == pytest.approx(0.05) and used[top] == pytest.approx(0.1)
 
 
 def test_saved_pipelines_load_without_the_encoder_files(encoder_dir, tmp_path):
