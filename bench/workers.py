@@ -259,8 +259,29 @@ def w_speed(a: dict) -> dict:
                    "runs_s": runs[name], "passes_per_run": reps[name]} for name in names}
 
 
+def w_long_doc(a: dict) -> dict:
+    """Peak RSS of annotating one document of `a["tokens"]` tokens (the
+    texts of `a["source"]` joined until long enough) with `a["model"]`."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    torch_threads = _set_torch_threads()
+    nlp = spacy.load(a["model"])
+    texts = [d.text for d in DocBin().from_disk(a["source"]).get_docs(nlp.vocab)]
+    words: List[str] = []
+    while len(words) < a["tokens"]:
+        words.extend(" ".join(texts).split())
+    doc = nlp.make_doc(" ".join(words))
+    doc = doc[: a["tokens"]].as_doc()
+    rss_loaded = vm_hwm_mb()
+    t = time.perf_counter()
+    doc = nlp(doc)
+    return {"tokens": len(doc), "rss_after_load_mb": rss_loaded, "peak_rss_mb": vm_hwm_mb(),
+            "seconds": time.perf_counter() - t, "torch_threads": torch_threads}
+
+
 WORKERS = {"prepare": w_prepare, "spacy_config": w_spacy_config, "steps": w_steps, "predict": w_predict,
-           "devscore": w_devscore, "speed": w_speed}
+           "devscore": w_devscore, "speed": w_speed, "long_doc": w_long_doc}
 
 
 def main(name: str, args_json: str) -> None:
