@@ -19,6 +19,9 @@ from .int8 import INT8, quantize_linears
 
 FORMAT = "spacy-pytorch-shim-hf/1"
 _KEYS = {"format", "config", "tokenizer", "weights", "quantization"}
+# Module attributes that hold a dropout probability as a float, passed to
+# scaled_dot_product_attention (ModernBERT's attention).
+FLOAT_DROPOUT_ATTRS = ("attention_dropout",)
 
 
 class HFShim(TorchShim):
@@ -26,7 +29,7 @@ class HFShim(TorchShim):
     is loaded: from `from_pretrained` at initialization, or from saved bytes
     (`read_bytes`; any saved encoder of hidden size `width`). Callbacks given to `when_built` run each time an encoder
     is put in (e.g. ParamGroups' freezing), after `layer_decay` has set the
-    learn-rate multipliers."""
+    built-in learn-rate multipliers."""
 
     _model: PooledEncoder
 
@@ -45,6 +48,17 @@ class HFShim(TorchShim):
         self.tokenizer: Any = None
         self.quantization: Optional[str] = None
         self._when_built: List[Callable[[], None]] = []
+
+    def set_mode(self, is_train: bool, dropout_rate: Optional[float]) -> None:
+        """TorchShim's, plus the attention dropout that some families keep as
+        a float attribute rather than a Dropout module (ModernBERT)."""
+        changed = is_train and dropout_rate is not None and dropout_rate != self._dropout_rate
+        super().set_mode(is_train, dropout_rate)
+        if changed:
+            for module in self._model.modules():
+                for attr in FLOAT_DROPOUT_ATTRS:
+                    if isinstance(getattr(module, attr, None), float):
+                        setattr(module, attr, float(dropout_rate))
 
     @property
     def built(self) -> bool:
