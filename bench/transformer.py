@@ -131,8 +131,11 @@ def extra_measurements(run: dict, system: str, task: str, data: dict, a: argpars
         run["int8"] = {"status": f"failed: quantize-encoder exited with {q['rc']}"}
         return
     scores = run_dir / "int8_scores.json"
-    run_cmd([python, "-m", "spacy", "evaluate", int8, data["test"]["path"], "--output", scores],
-            run_dir / "int8_evaluate.log", env=child_env(1), timeout=1800, cwd=REPO)
+    ev = run_cmd([python, "-m", "spacy", "evaluate", int8, data["test"]["path"], "--output", scores],
+                 run_dir / "int8_evaluate.log", env=child_env(1), timeout=1800, cwd=REPO)
+    if ev["rc"] != 0:
+        run["int8"] = {"status": f"failed: spacy evaluate exited with {ev['rc']}"}
+        return
     pr = run_worker("predict", dict(args, model=str(int8)), run_dir / "int8_predict.log", child_env(1),
                     timeout=1800, python=python)
     all_scores = json.loads(scores.read_text())
