@@ -46,7 +46,8 @@ def score_keys(task: str) -> List[str]:
     return TASKS[task]["main"] + extra
 
 
-def _spread(values: List[float]) -> Optional[dict]:
+def spread(values: List[Optional[float]]) -> Optional[dict]:
+    """Median, min, max and count of the values given (None left out)."""
     values = [v for v in values if v is not None]
     if not values:
         return None
@@ -59,14 +60,14 @@ def summarize(task: str, runs: Dict[str, dict]) -> dict:
     ok = [r for r in runs.values() if r.get("status") == "ok"]
     out = {"seeds_ok": [r["seed"] for r in ok], "seeds": [r.get("seed") for r in runs.values()]}
     for k in score_keys(task):
-        out[k] = _spread([get_in(r, "test", k) for r in ok])
-    out["infer_wps"] = _spread([get_in(r, "infer", "wps") for r in ok])
-    out["train_wps"] = _spread([get_in(r, "train", "wps") or get_in(r, "train", "wps_wall")
+        out[k] = spread([get_in(r, "test", k) for r in ok])
+    out["infer_wps"] = spread([get_in(r, "infer", "wps") for r in ok])
+    out["train_wps"] = spread([get_in(r, "train", "wps") or get_in(r, "train", "wps_wall")
                                 for r in ok])
-    out["train_rss_mb"] = _spread([get_in(r, "train", "peak_rss_mb") for r in ok])
-    out["predict_rss_mb"] = _spread([get_in(r, "infer", "peak_rss_mb") for r in ok])
-    out["disk_bytes"] = _spread([get_in(r, "size", "disk_bytes") for r in ok])
-    out["param_bytes"] = _spread([get_in(r, "size", "param_bytes") for r in ok])
+    out["train_rss_mb"] = spread([get_in(r, "train", "peak_rss_mb") for r in ok])
+    out["predict_rss_mb"] = spread([get_in(r, "infer", "peak_rss_mb") for r in ok])
+    out["disk_bytes"] = spread([get_in(r, "size", "disk_bytes") for r in ok])
+    out["param_bytes"] = spread([get_in(r, "size", "param_bytes") for r in ok])
     out["selected"] = {sel: sum(1 for r in ok if r.get("selected") == sel)
                        for sel in {r.get("selected") for r in ok}}
     return out

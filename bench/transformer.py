@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from panel import DATASETS, SPACY_NO_VECTORS, TASKS
-from report import fmt, fmt_spread, get_in, ratio, summarize
+from report import fmt, fmt_spread, get_in, ratio, spread, summarize
 from run_bench import DEFAULT_DATA, run_system, versions
 from runner import REPO, child_env, log, qjoin, rel, run_cmd, run_worker
 
@@ -179,25 +179,16 @@ def summary_rows(results: dict) -> List[str]:
             two = [get_in(r, "infer_2threads", "wps") for r in runs]
             rows.append(f"| {ds} | {system} | {score or sys_entry.get('status', '-')} | "
                         f"{fmt_spread(s.get('train_wps'), ',.0f')} | {fmt_spread(s.get('infer_wps'), ',.0f')} | "
-                        f"{_median(two, ',.0f')} | {fmt_spread(s.get('train_rss_mb'), ',.0f')} | "
+                        f"{fmt_spread(spread(two), ',.0f')} | {fmt_spread(s.get('train_rss_mb'), ',.0f')} | "
                         f"{fmt_spread(s.get('predict_rss_mb'), ',.0f')} |")
             if system == "ours-transformer":
                 int8 = [r["int8"] for r in runs if get_in(r, "int8", "status") == "ok"]
                 if int8:
-                    score = ", ".join(f"{k} {_median([i['test'][k] for i in int8], '.1f', 100)}"
+                    score = ", ".join(f"{k} {fmt_spread(spread([i['test'][k] for i in int8]), '.1f', 100)}"
                                       for k in TASKS[task]["main"])
                     rows.append(f"| {ds} | ours-transformer, int8 | {score} | | "
-                                f"{_median([i['wps'] for i in int8], ',.0f')} | | | |")
+                                f"{fmt_spread(spread([i['wps'] for i in int8]), ',.0f')} | | | |")
     return rows
-
-
-def _median(values: List[Optional[float]], spec: str, scale: float = 1.0) -> str:
-    values = sorted(v for v in values if v is not None)
-    if not values:
-        return "-"
-    mid = len(values) // 2
-    median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-    return fmt(median, spec, scale)
 
 
 def targets(results: dict) -> List[str]:
@@ -270,14 +261,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         for system in a.systems:
             python = a.st_python if system == "spacy-transformers" else sys.executable
             sys_entry = entry["systems"][system] = {"config": rel(cfgs[system]), "runs": {}}
+            overrides: Dict[str, Any] = {}
+            if system in TRANSFORMERS:
+                overrides = schedule(cfgs[system], data, python, out / "runs" / ds / system, env)
+            if system == "ours-transformer":
+                overrides.update({"encoder.name": str(a.encoder), "encoder.width": 384})
             for seed in seeds:
                 run_dir = out / "runs" / ds / system / f"seed{seed}"
                 started = time.time()
-                overrides: Dict[str, Any] = {}
-                if system in TRANSFORMERS:
-                    overrides = schedule(cfgs[system], data, python, run_dir.parent, env)
-                if system == "ours-transformer":
-                    overrides.update({"encoder.name": str(a.encoder), "encoder.width": 384})
                 try:
                     run = run_system(ds, task, system, cfgs[system], data, EPOCHS, seed, a, run_dir, env,
                                      python=python, overrides=overrides)
