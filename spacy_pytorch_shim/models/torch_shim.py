@@ -117,13 +117,17 @@ class TorchShim(PyTorchShim):
             self._model.train(is_train)
             self._is_train = is_train
         if is_train and dropout_rate is not None and dropout_rate != self._dropout_rate:
-            for module in self._model.modules():
-                for cls, attr in _DROPOUT_ATTRS:
-                    if isinstance(module, cls):
-                        if isinstance(module, torch.nn.RNNBase) and module.num_layers < 2:
-                            continue
-                        setattr(module, attr, float(dropout_rate))
+            self._set_dropout(float(dropout_rate))
             self._dropout_rate = dropout_rate
+
+    def _set_dropout(self, rate: float) -> None:
+        """Give every dropout layer of the module the rate `rate`."""
+        for module in self._model.modules():
+            for cls, attr in _DROPOUT_ATTRS:
+                if isinstance(module, cls):
+                    if isinstance(module, torch.nn.RNNBase) and module.num_layers < 2:
+                        continue
+                    setattr(module, attr, rate)
 
     # --------------------------------------------------------------- compute
     def __call__(self, inputs: ArgsKwargs, is_train: bool):

@@ -49,16 +49,14 @@ class HFShim(TorchShim):
         self.quantization: Optional[str] = None
         self._when_built: List[Callable[[], None]] = []
 
-    def set_mode(self, is_train: bool, dropout_rate: Optional[float]) -> None:
+    def _set_dropout(self, rate: float) -> None:
         """TorchShim's, plus the attention dropout that some families keep as
         a float attribute rather than a Dropout module (ModernBERT)."""
-        changed = is_train and dropout_rate is not None and dropout_rate != self._dropout_rate
-        super().set_mode(is_train, dropout_rate)
-        if changed:
-            for module in self._model.modules():
-                for attr in FLOAT_DROPOUT_ATTRS:
-                    if isinstance(getattr(module, attr, None), float):
-                        setattr(module, attr, float(dropout_rate))
+        super()._set_dropout(rate)
+        for module in self._model.modules():
+            for attr in FLOAT_DROPOUT_ATTRS:
+                if isinstance(getattr(module, attr, None), float):
+                    setattr(module, attr, rate)
 
     @property
     def built(self) -> bool:
