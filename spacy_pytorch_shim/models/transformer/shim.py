@@ -70,6 +70,13 @@ class HFShim(TorchShim):
     def set_transformer(self, transformer: torch.nn.Module, tokenizer: Any, quantization: Optional[str] = None) -> None:
         """Put in an encoder and its tokenizer, on this shim's device."""
         device = self.device
+        embeddings = transformer.get_input_embeddings()
+        if isinstance(embeddings, torch.nn.Embedding):
+            # A sparse gradient for the vocabulary-sized table, added into a
+            # dense buffer kept across steps (TorchShim): its dense backward
+            # allocated and zeroed a fresh table every group of windows, a
+            # sixth of a training step.
+            embeddings.sparse = True
         self._model.transformer = transformer.to(device)
         self.tokenizer = tokenizer
         self.quantization = quantization

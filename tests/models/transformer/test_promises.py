@@ -129,6 +129,30 @@ def test_the_fused_update_equals_the_per_parameter_update(encoder_dir, monkeypat
         torch.testing.assert_close(results[1][name], value, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bert", "modernbert"])
+def test_the_word_embeddings_get_a_sparse_gradient_and_the_same_update(kind, encoder_dir, monkeypatch):
+    """The vocabulary-sized table's gradient comes back sparse and is added
+    into a buffer the shim keeps (no table allocated per backward), with the
+    weights a dense gradient gives."""
+    results = []
+    for sparse in (True, False):
+        if not sparse:
+            monkeypatch.setattr(torch.nn.Embedding, "sparse", property(lambda self: False, lambda self, value: None), raising=False)
+        nlp = make_nlp(encoder_dir(kind), max_pieces=64)  # several groups of windows per batch
+        egs = examples(nlp, 8)
+        nlp.initialize(lambda: egs)
+        optimizer = Adam(0.001)
+        for _ in range(2):
+            nlp.update(egs, sgd=optimizer, drop=0.0)
+        shim = nlp.get_pipe("torch_ner").model.get_ref("tok2vec").shims[0]
+        table = shim.module.transformer.get_input_embeddings().weight
+        kept = [name for name, grad in shim._dense_grads.items() if grad.shape == table.shape]
+        assert bool(kept) is sparse
+        results.append(snapshot(nlp))
+    for name, value in results[0].items():
+        torch.testing.assert_close(results[1][name], value, atol=1e-6, rtol=1e-5)
+
+
 def test_param_groups_freeze_embeddings_and_first_layer_and_scale_learn_rates(encoder_dir, tmp_path):
     groups = {
         "frozen": [f"{ENCODER}.embeddings.*", f"{ENCODER}.encoder.layer.0.*"],

@@ -4,12 +4,14 @@ import subprocess
 import sys
 
 import numpy
+import pytest
 import spacy
+import torch
 from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 
-from spacy_pytorch_shim.models.transformer.int8 import Int8Linear
+from spacy_pytorch_shim.models.transformer.int8 import INT_MM_ON_CPU, Int8Linear
 
 from tiny_encoders import DATA, WIDTH
 
@@ -46,6 +48,30 @@ def test_one_command_saves_the_encoder_as_int8_and_it_reloads_as_int8(encoder_di
     again = spacy.load(tmp_path / "int8")
     for a, b in zip(vectors(again, texts), vectors(loaded, texts)):
         numpy.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not INT_MM_ON_CPU, reason="this torch has no CPU int8 matrix product")
+def test_int8_inference_multiplies_int8_activations_by_int8_weights():
+    """The speed comes from an int8 x int8 product: activations are quantized
+    per row at each call, so the result is exactly the integer product of the
+    two quantized matrices, rescaled (not a float product of dequantized
+    weights)."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(24, 10)
+    layer = Int8Linear.from_linear(linear)
+    x = torch.randn(2, 3, 24)
+    with torch.inference_mode():
+        out = layer(x)
+    rows = x.reshape(-1, 24)
+    x_scale = rows.abs().amax(dim=1, keepdim=True) / 127
+    x_int = torch.round(rows / x_scale).to(torch.int64)
+    exact = (x_int @ layer.weight.to(torch.int64).t()).double() * x_scale.double() * layer.scale.double() + linear.bias.double()
+    torch.testing.assert_close(out.reshape(-1, 10).double(), exact, rtol=1e-5, atol=1e-5)
+    # Close to the float layer, and what a gradient-wanting call (training, no
+    # int8 product) computes from the dequantized weights.
+    torch.testing.assert_close(out, linear(x).detach(), rtol=0.05, atol=0.05)
+    torch.testing.assert_close(out, layer(x).detach(), rtol=0.05, atol=0.05)
+    assert not torch.equal(out, layer(x).detach())
 
 
 def test_a_pipeline_without_an_encoder_is_a_clear_error(tmp_path):
