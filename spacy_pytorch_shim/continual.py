@@ -10,7 +10,7 @@ switches the torch components' updates to gold-plus-teacher targets
 mixes examples of the old data into the new at a set ratio.
 """
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterable, Iterator, List
 
 from confection import ConfigValidationError
 from spacy.language import Language
@@ -128,16 +128,23 @@ def rehearsal_corpus_v1(
 
     def examples(nlp: Language) -> Iterator[Example]:
         old_examples = cycles.setdefault(id(nlp), _cycle(lambda: old(nlp), rehearsal_path))
-        owed = 0.0
-        for eg in new(nlp):
-            yield eg
-            owed += rehearsal_ratio
-            while owed >= 1.0:
-                owed -= 1.0
-                old_eg = next(old_examples)
-                yield old_eg if rehearsal_gold else Example.from_dict(old_eg.predicted, {})
+        if not rehearsal_gold:
+            old_examples = (Example.from_dict(eg.predicted, {}) for eg in old_examples)
+        return spread(new(nlp), old_examples, rehearsal_ratio)
 
     return examples
+
+
+def spread(examples: Iterable[Example], extra: Iterator[Example], ratio: float) -> Iterator[Example]:
+    """`examples` with `ratio` examples of `extra` after each, spread evenly
+    (a ratio of 0.5: one after every second)."""
+    owed = 0.0
+    for eg in examples:
+        yield eg
+        owed += ratio
+        while owed >= 1.0:
+            owed -= 1.0
+            yield next(extra)
 
 
 def _cycle(make: Callable[[], Iterator[Example]], path: Path) -> Iterator[Example]:

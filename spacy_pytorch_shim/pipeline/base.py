@@ -318,8 +318,16 @@ class TorchLabelledPipe(TrainablePipe):
         self._add_gold_labels(examples)
         self.unmask(self._gold_labels(examples))
         self._sync_outputs()
+        distilled = any(distill.stored_targets(eg, self.name) for eg in examples)
         if self.continual is None:
+            if distilled:
+                return self._update_with_stored_targets(examples, drop=drop, sgd=sgd, losses=losses)
             return self._update_from_gold(examples, drop=drop, sgd=sgd, losses=losses)
+        if distilled:
+            raise ValueError(
+                f"Component '{self.name}' continues training without forgetting and cannot also learn "
+                f"stored teacher targets (spacy-pytorch-shim.DistillationCorpus.v1): use one or the other"
+            )
         if self.teacher is None:
             raise ValueError(
                 f"Component '{self.name}' is set to continue training without forgetting but has no "
@@ -354,6 +362,63 @@ class TorchLabelledPipe(TrainablePipe):
     def _gold_labels(self, examples: List[Example]) -> Iterable[str]:
         """The labels the examples' gold trains (they are unmasked)."""
         raise NotImplementedError
+
+    def _gold_loss(self, examples: List[Example], logits: Any) -> Tuple[float, Any]:
+        """The gold loss of the model's output and its gradient (a doc
+        without gold annotation adds nothing)."""
+        return self.get_loss(examples, logits)
+
+    def _update_with_stored_targets(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]]) -> Dict[str, float]:
+        """One forward pass over the batch (a listener's batch stays whole):
+        the gold loss, plus for the examples that carry stored teacher
+        targets the distillation loss at their temperature T, times T**2
+        (Hinton et al. 2015: gradients keep their scale as T changes) and
+        their weight."""
+        groups: Dict[Tuple[int, float, float], List[int]] = {}
+        for i, eg in enumerate(examples):
+            targets = distill.stored_targets(eg, self.name)
+            if targets is not None:
+                teacher = targets.teachers[self.name]
+                groups.setdefault((id(teacher), targets.temperature, targets.weight), []).append(i)
+
+        def loss_of(logits: Any) -> Tuple[float, Any]:
+            loss, d_logits = self._gold_loss(examples, logits)
+            for (_, temperature, weight), rows in groups.items():
+                targets = [distill.stored_targets(examples[i], self.name) for i in rows]
+                student = _rows(logits, rows)
+                outputs = [t.outputs[self.name] for t in targets]
+                teacher_logits = outputs if isinstance(student, list) else self.model.ops.asarray2f(numpy.stack(outputs))
+                part, d_part = self.distillation_loss(
+                    [examples[i] for i in rows],
+                    distill.at_temperature(student, 1.0 / temperature),
+                    distill.at_temperature(teacher_logits, 1.0 / temperature),
+                    teacher=targets[0].teachers[self.name],
+                    use_gold=False,
+                )
+                loss += weight * temperature**2 * part
+                _add_rows(d_logits, rows, distill.at_temperature(d_part, weight * temperature))
+            return loss, d_logits
+
+        return self._step(examples, drop=drop, sgd=sgd, losses=losses, loss_of=loss_of)
+
+    def _step(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]], loss_of: Callable[[Any], Tuple[float, Any]]) -> Dict[str, float]:
+        """One forward and backward pass over the examples' docs with the
+        loss and gradient `loss_of(model output)`; the optimizer's step if
+        `sgd` is given."""
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        docs = [eg.predicted for eg in examples]
+        if not any(len(doc) for doc in docs):
+            return losses
+        set_dropout_rate(self.model, drop)
+        logits, backprop = self.model.begin_update(docs)
+        loss, d_logits = loss_of(logits)
+        backprop(d_logits)
+        if sgd not in (None, False):
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
 
     def _update_from_gold(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]]) -> Dict[str, float]:
         """The plain update: TrainablePipe's (a component whose `get_loss`
@@ -397,24 +462,14 @@ class TorchLabelledPipe(TrainablePipe):
         return self._update_from_teacher(examples, drop=drop, sgd=sgd, losses=losses, use_gold=False)
 
     def _update_from_teacher(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]], use_gold: bool) -> Dict[str, float]:
-        if losses is None:
-            losses = {}
-        losses.setdefault(self.name, 0.0)
-        docs = [eg.predicted for eg in examples]
-        if not any(len(doc) for doc in docs):
-            return losses
-        teacher_logits = self.teacher.model.predict(docs)
-        set_dropout_rate(self.model, drop)
-        logits, backprop = self.model.begin_update(docs)
-        loss, d_logits = self.distillation_loss(examples, logits, teacher_logits, use_gold=use_gold)
-        backprop(d_logits)
-        if sgd not in (None, False):
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
+        def loss_of(logits: Any) -> Tuple[float, Any]:
+            teacher_logits = self.teacher.model.predict([eg.predicted for eg in examples])
+            return self.distillation_loss(examples, logits, teacher_logits, teacher=self.teacher, use_gold=use_gold)
 
-    def distillation_loss(self, examples: List[Example], logits: Any, teacher_logits: Any, *, use_gold: bool) -> Tuple[float, Any]:
-        """The loss against the teacher's outputs (and, with `use_gold`, the
+        return self._step(examples, drop=drop, sgd=sgd, losses=losses, loss_of=loss_of)
+
+    def distillation_loss(self, examples: List[Example], logits: Any, teacher_logits: Any, *, teacher: distill.Teacher, use_gold: bool) -> Tuple[float, Any]:
+        """The loss against `teacher`'s outputs (and, with `use_gold`, the
         gold where it annotates) and its gradient for `logits` (distill.py)."""
         raise NotImplementedError
 
@@ -575,3 +630,17 @@ class TorchLabelledPipe(TrainablePipe):
         if outside:
             return f"cfg['masked_labels'] has {outside}, which are not among the labels {cfg['labels']}"
         return None
+
+
+def _rows(outputs: Any, rows: List[int]) -> Any:
+    """The outputs of the docs at `rows`: one array per doc, or one row per doc."""
+    return [outputs[i] for i in rows] if isinstance(outputs, list) else outputs[rows]
+
+
+def _add_rows(grads: Any, rows: List[int], part: Any) -> None:
+    """Add `part`, the gradient for the docs at `rows`, into `grads` (in place)."""
+    if isinstance(grads, list):
+        for i, d in zip(rows, part):
+            grads[i] += d
+    else:
+        grads[rows] += part

@@ -26,9 +26,10 @@ logits, the labels and the gold the components read (torch_ner's tag ids,
 the text classifiers' truths), independent of the components' `get_loss`.
 """
 from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy
+from spacy.training import Example
 from thinc.api import Model, Ops
 from thinc.types import Floats2d
 
@@ -40,15 +41,45 @@ EPS = 1e-8
 @dataclass(frozen=True)
 class Teacher:
     """The frozen model and the labels it has outputs for (as the component's
-    labels were when it was copied), masked ones excluded from its targets."""
+    labels were when it was copied), masked ones excluded from its targets.
+    No model for stored targets: its outputs come with the examples."""
 
-    model: Model
+    model: Optional[Model]
     labels: Tuple[str, ...]
     masked: FrozenSet[str]
 
     @property
     def known(self) -> Tuple[str, ...]:
         return tuple(label for label in self.labels if label not in self.masked)
+
+
+@dataclass(frozen=True)
+class TeacherTargets:
+    """A teacher's outputs for one doc, computed once and stored with it
+    (`spacy teacher-targets`; read by "spacy-pytorch-shim.DistillationCorpus.v1"
+    into the reference doc's `user_data[TARGETS]`): per component name, the
+    teacher model's output for the doc (NER: its tags' scores per token;
+    textcat: its labels' logits) and the teacher (labels; no model). The
+    student learns them at `temperature`, its loss times `weight`."""
+
+    outputs: Dict[str, numpy.ndarray]
+    teachers: Dict[str, Teacher]
+    temperature: float
+    weight: float
+
+
+TARGETS = "spacy-pytorch-shim.teacher_targets"
+
+
+def stored_targets(example: Example, name: str) -> Optional[TeacherTargets]:
+    """The stored teacher targets of `example` for component `name`, if any."""
+    targets = example.reference.user_data.get(TARGETS)
+    return targets if isinstance(targets, TeacherTargets) and name in targets.outputs else None
+
+
+def at_temperature(outputs: Any, factor: float) -> Any:
+    """A model's outputs (one array per doc, or one row per doc) times `factor`."""
+    return [x * factor for x in outputs] if isinstance(outputs, list) else outputs * factor
 
 
 @dataclass(frozen=True)
@@ -246,9 +277,13 @@ def multilabel_distillation_loss(ops: Ops, teacher: Teacher, batch: "TextcatBatc
 
 __all__ = [
     "ContinualSettings",
+    "TARGETS",
     "Teacher",
+    "TeacherTargets",
     "TextcatBatch",
+    "at_temperature",
     "exclusive_distillation_loss",
     "multilabel_distillation_loss",
     "ner_distillation_loss",
+    "stored_targets",
 ]

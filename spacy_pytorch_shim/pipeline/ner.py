@@ -262,14 +262,14 @@ class TorchEntityRecognizer(TorchLabelledPipe):
                 ids[i] = tag_index[tag]
         return ids
 
-    def distillation_loss(self, examples: List[Example], logits: List[Floats2d], teacher_logits: List[Floats2d], *, use_gold: bool) -> Tuple[float, List[Floats2d]]:
+    def distillation_loss(self, examples: List[Example], logits: List[Floats2d], teacher_logits: List[Floats2d], *, teacher: distill.Teacher, use_gold: bool) -> Tuple[float, List[Floats2d]]:
         gold = None
         if use_gold:
             tag_index = {tag: i for i, tag in enumerate(self.tags)}
             gold = [self._gold_ids(eg, tag_index) for eg in examples]
         return distill.ner_distillation_loss(
             self.model.ops,
-            self.teacher,
+            teacher,
             labels=self.labels,
             label_mask=self.label_mask(),
             outside_loss_weight=self.cfg["outside_loss_weight"],

@@ -192,6 +192,9 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
         losses[self.name] += loss
         return losses
 
+    def _gold_loss(self, examples: List[Example], logits: Floats2d) -> Tuple[float, Floats2d]:
+        return self.get_loss(examples, self._activate(logits))
+
     def get_loss(self, examples: Iterable[Example], scores: Floats2d) -> Tuple[float, Floats2d]:
         """Cross-entropy of `scores` (probabilities, as `predict` returns them)
         against the gold cats; labels missing from an example's cats are not
@@ -290,9 +293,9 @@ class TorchTextCategorizer(TorchTextCategorizerBase):
         self.cfg["positive_label"] = positive_label
         super()._configure(sample, counts)
 
-    def distillation_loss(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, *, use_gold: bool) -> Tuple[float, Floats2d]:
+    def distillation_loss(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, *, teacher: distill.Teacher, use_gold: bool) -> Tuple[float, Floats2d]:
         batch = self._distillation_batch(examples, logits, teacher_logits, use_gold)
-        return distill.exclusive_distillation_loss(self.model.ops, self.teacher, batch)
+        return distill.exclusive_distillation_loss(self.model.ops, teacher, batch)
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         mask = self.label_mask()
@@ -419,9 +422,9 @@ class TorchMultiLabelTextCategorizer(TorchTextCategorizerBase):
             return f"cfg['label_log_odds'] has labels {unknown} that are not among the labels {cfg['labels']}"
         return super()._cfg_relations_problem(cfg)
 
-    def distillation_loss(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, *, use_gold: bool) -> Tuple[float, Floats2d]:
+    def distillation_loss(self, examples: List[Example], logits: Floats2d, teacher_logits: Floats2d, *, teacher: distill.Teacher, use_gold: bool) -> Tuple[float, Floats2d]:
         batch = self._distillation_batch(examples, logits, teacher_logits, use_gold)
-        return distill.multilabel_distillation_loss(self.model.ops, self.teacher, batch)
+        return distill.multilabel_distillation_loss(self.model.ops, teacher, batch)
 
     def _activate(self, logits: Floats2d) -> Floats2d:
         probs = self.model.ops.sigmoid(logits)

@@ -126,7 +126,7 @@ def test_ner_missing_versus_negative(annotated):
     teacher_logits[0, tags.index("U-PER")] = 8.0
     teacher_logits[1:, 0] = 8.0
     student_logits = numpy.zeros((3, len(tags)), dtype="f")
-    loss, (d,) = pipe.distillation_loss([example], [student_logits], [teacher_logits], use_gold=True)
+    loss, (d,) = pipe.distillation_loss([example], [student_logits], [teacher_logits], teacher=pipe.teacher, use_gold=True)
     u_per, o = tags.index("U-PER"), tags.index("O")
     if annotated is None:
         assert d[0, u_per] < 0 and d[0, o] > 0  # towards the teacher's PER
@@ -135,7 +135,7 @@ def test_ner_missing_versus_negative(annotated):
     # ORG is masked until an update sees it in the gold: left out until then.
     assert numpy.all(d[:, -4:] == 0.0)
     pipe.unmask(["ORG"])
-    _, (d,) = pipe.distillation_loss([example], [student_logits], [teacher_logits], use_gold=True)
+    _, (d,) = pipe.distillation_loss([example], [student_logits], [teacher_logits], teacher=pipe.teacher, use_gold=True)
     # Token 2 is gold U-ORG either way; ORG is ruled out at tokens 0 and 1.
     assert d[2, tags.index("U-ORG")] < 0
     assert d[1, tags.index("U-ORG")] > 0
@@ -146,7 +146,7 @@ def test_ner_rehearse_leaves_new_label_free():
     doc = nlp.make_doc("Alice visits Acme")
     teacher_logits = numpy.random.RandomState(0).normal(size=(3, len(pipe.tags) - 4)).astype("f")
     student_logits = numpy.zeros((3, len(pipe.tags)), dtype="f")
-    _, (d,) = pipe.distillation_loss([Example(doc, doc)], [student_logits], [teacher_logits], use_gold=False)
+    _, (d,) = pipe.distillation_loss([Example(doc, doc)], [student_logits], [teacher_logits], teacher=pipe.teacher, use_gold=False)
     assert numpy.all(d[:, -4:] == 0.0)  # the ORG columns
     assert numpy.abs(d[:, :-4]).sum() > 0
 
@@ -169,7 +169,7 @@ def test_multilabel_missing_versus_negative():
     pipe.unmask(["NEW"])
     missing = Example.from_dict(nlp.make_doc("one"), {"cats": {"NEW": 1.0}})
     negative = Example.from_dict(nlp.make_doc("two"), {"cats": {"NEW": 1.0, "A": 0.0}})
-    _, d = pipe.distillation_loss([missing, negative], student_logits, teacher_logits, use_gold=True)
+    _, d = pipe.distillation_loss([missing, negative], student_logits, teacher_logits, teacher=pipe.teacher, use_gold=True)
     assert d[0, 0] < 0  # teacher's A (0.95) pulls it up
     assert d[1, 0] > 0  # gold A = 0 pushes it down
     assert d[0, 3] < 0 and d[1, 3] < 0  # NEW learned from the gold
@@ -181,11 +181,11 @@ def test_exclusive_positive_new_label_keeps_teacher_ranking():
     nlp, pipe, teacher_logits, student_logits = _textcat_with_teacher("torch_textcat")
     pipe.unmask(["NEW"])
     example = Example.from_dict(nlp.make_doc("one"), {"cats": {"NEW": 1.0}})
-    _, d = pipe.distillation_loss([example], student_logits[:1], teacher_logits[:1], use_gold=True)
+    _, d = pipe.distillation_loss([example], student_logits[:1], teacher_logits[:1], teacher=pipe.teacher, use_gold=True)
     assert d[0, 3] < 0  # NEW up
     assert d[0, 2] > d[0, 0]  # C (teacher's least) pushed down more than A (teacher's top)
     gold_only = Example.from_dict(nlp.make_doc("two"), {"cats": {}})
-    _, d = pipe.distillation_loss([gold_only], student_logits[:1], teacher_logits[:1], use_gold=True)
+    _, d = pipe.distillation_loss([gold_only], student_logits[:1], teacher_logits[:1], teacher=pipe.teacher, use_gold=True)
     assert d[0, 3] == 0.0 and d[0, 0] < 0  # no annotation: the teacher fills in, NEW left free
 
 
