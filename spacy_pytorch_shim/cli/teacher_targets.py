@@ -74,7 +74,7 @@ def teacher_targets_cli(
         seconds = time.perf_counter() - started
         msg.text(
             f"shard {shard.index + 1}/{len(shards)}: {total_docs:,} docs scored, "
-            f"{total_bytes / 2**20:,.1f} MB, {total_docs / seconds:,.0f} docs/s"
+            f"{_size(total_bytes)}, {total_docs / seconds:,.0f} docs/s"
         )
     write_teacher_file(output, teacher, nlp, scored, total_docs, total_bytes)
     if skipped:
@@ -82,5 +82,9 @@ def teacher_targets_cli(
     per_doc = total_bytes / max(total_docs, 1)
     msg.good(
         f"Stored the outputs of {', '.join(scored)} for {total_docs:,} docs in {output}: "
-        f"{total_bytes / 2**20:,.1f} MB ({per_doc:,.0f} bytes per doc)"
+        f"{_size(total_bytes)} ({per_doc:,.0f} bytes per doc)"
     )
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:,.1f} MB" if n_bytes >= 2**20 else f"{n_bytes / 2**10:,.1f} KB"
