@@ -421,9 +421,8 @@ class TorchLabelledPipe(TrainablePipe):
         return losses
 
     def _update_from_gold(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]]) -> Dict[str, float]:
-        """The plain update: TrainablePipe's (a component whose `get_loss`
-        does not take the model's raw output overrides it)."""
-        return super().update(examples, drop=drop, sgd=sgd, losses=losses)
+        """The plain update, as TrainablePipe.update."""
+        return self._step(examples, drop=drop, sgd=sgd, losses=losses, loss_of=lambda logits: self._gold_loss(examples, logits))
 
     # ------------------------------------- rehearsal and continued training
     # The teacher (distill.Teacher) and, while continuing training without

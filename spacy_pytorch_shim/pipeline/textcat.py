@@ -13,7 +13,7 @@ from spacy.pipeline.textcat_multilabel import textcat_multilabel_score
 from spacy.tokens import Doc
 from spacy.training import Example, validate_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, set_dropout_rate
+from thinc.api import Config, Model
 from thinc.types import Floats2d
 
 from . import distill
@@ -175,24 +175,8 @@ class TorchTextCategorizerBase(TorchLabelledPipe):
     def _gold_labels(self, examples: List[Example]) -> Iterable[str]:
         return (label for eg in examples for label, value in eg.reference.cats.items() if value > 0)
 
-    def _update_from_gold(self, examples: List[Example], *, drop: float, sgd, losses: Optional[Dict[str, float]]) -> Dict[str, float]:
-        """TrainablePipe.update, with the model's logits made probabilities
-        for get_loss (which takes what predict returns)."""
-        if losses is None:
-            losses = {}
-        losses.setdefault(self.name, 0.0)
-        if not any(len(eg.predicted) for eg in examples):
-            return losses
-        set_dropout_rate(self.model, drop)
-        logits, backprop = self.model.begin_update([eg.predicted for eg in examples])
-        loss, d_logits = self.get_loss(examples, self._activate(logits))
-        backprop(d_logits)
-        if sgd not in (None, False):
-            self.finish_update(sgd)
-        losses[self.name] += loss
-        return losses
-
     def _gold_loss(self, examples: List[Example], logits: Floats2d) -> Tuple[float, Floats2d]:
+        """get_loss takes what predict returns: the logits made probabilities."""
         return self.get_loss(examples, self._activate(logits))
 
     def get_loss(self, examples: Iterable[Example], scores: Floats2d) -> Tuple[float, Floats2d]:
