@@ -214,10 +214,19 @@ def targets(results: dict) -> List[str]:
         train = ratio(get_in(ours, "train_wps", "median"), get_in(st, "train_wps", "median"))
         infer = ratio(get_in(ours, "infer_wps", "median"), get_in(st, "infer_wps", "median"))
         rss = ratio(get_in(ours, "train_rss_mb", "median"), get_in(st, "train_rss_mb", "median"))
-        lines.append(f"- {ds}: score {', '.join(f'{k} {100 * d:+.1f} pt' for k, d in deltas.items())} "
-                     f"({'met' if acc else 'not met'}); train words/s {fmt(train, '.2f')}x, "
-                     f"infer words/s {fmt(infer, '.2f')}x, train peak RSS {fmt(rss, '.2f')}x "
-                     "of spacy-transformers'")
+        line = (f"- {ds}: score {', '.join(f'{k} {100 * d:+.1f} pt' for k, d in deltas.items())} "
+                f"({'met' if acc else 'not met'}); train words/s {fmt(train, '.2f')}x, "
+                f"infer words/s {fmt(infer, '.2f')}x, train peak RSS {fmt(rss, '.2f')}x "
+                "of spacy-transformers'")
+        # int8 against our float32, run by run (the same trained pipeline).
+        pairs = [(r, r["int8"]) for r in (get_in(entry, "systems", "ours-transformer", "runs") or {}).values()
+                 if r.get("status") == "ok" and get_in(r, "int8", "status") == "ok"]
+        if pairs:
+            speed = spread([ratio(q["wps"], get_in(r, "infer", "wps")) for r, q in pairs])
+            drop = {k: spread([100 * (q["test"][k] - r["test"][k]) for r, q in pairs]) for k in TASKS[task]["main"]}
+            line += (f"; int8 {fmt_spread(speed, '.2f')}x our float32 words/s, score "
+                     + ", ".join(f"{k} {fmt_spread(d, '+.1f')} pt" for k, d in drop.items()))
+        lines.append(line)
     return lines
 
 
