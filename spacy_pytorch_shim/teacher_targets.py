@@ -40,6 +40,8 @@ def teacher_components(nlp: Language, names: Optional[Sequence[str]] = None) -> 
         if not torch_pipes:
             raise ValueError(f"the teacher has no torch component (torch_ner, torch_textcat, ...): its components are {nlp.component_names}")
         return torch_pipes
+    if not names:
+        raise ValueError(f"no component named to store the outputs of (the teacher's torch components: {list(torch_pipes)})")
     for name in names:
         if name not in torch_pipes:
             raise ValueError(f"'{name}' is not a torch component of the teacher (its torch components: {list(torch_pipes)})")

@@ -216,3 +216,12 @@ def test_a_directory_without_teacher_json_is_refused(teachers, tmp_path):
     with pytest.raises(ConfigValidationError) as err:
         distillation_corpus_v1(gold, tmp_path / "unfinished")
     assert "no readable teacher.json" in str(err.value)
+
+
+def test_the_components_to_score_are_checked(teachers):
+    teacher_nlp = teachers("torch_textcat")[0]
+    assert list(teacher_components(teacher_nlp)) == ["torch_textcat"]
+    with pytest.raises(ValueError, match=r"no component named to store the outputs of \(the teacher's torch components: \['torch_textcat'\]\)"):
+        teacher_components(teacher_nlp, [])
+    with pytest.raises(ValueError, match="'textcat' is not a torch component of the teacher"):
+        teacher_components(teacher_nlp, ["textcat"])
