@@ -113,13 +113,7 @@ def rehearsal_corpus_v1(
         raise setting_error(
             READER, "rehearsal_ratio", f"{rehearsal_ratio}: must be a number from 0 to {MAX_REHEARSAL_RATIO} (old examples per new one)"
         )
-    for key, value in (("max_length", max_length), ("limit", limit)):
-        if value < 0:
-            raise setting_error(READER, key, f"{value}: must be an integer >= 0 (0: no limit)")
-    for key, value in (("path", path), ("rehearsal_path", rehearsal_path)):
-        value = Path(value)
-        if not (value.suffix == ".spacy" and value.is_file() or value.is_dir() and any(value.rglob("*.spacy"))):
-            raise setting_error(READER, key, f"{value}: {'' if value.exists() else 'not found; '}must be a .spacy file or a directory with .spacy files")
+    check_corpus_settings(READER, {"path": path, "rehearsal_path": rehearsal_path}, max_length=max_length, limit=limit)
     new = Corpus(path, max_length=max_length, limit=limit)
     old = Corpus(rehearsal_path, max_length=max_length, shuffle=True)
     # One cycle over the old data for all epochs: each epoch rehearses the
@@ -133,6 +127,18 @@ def rehearsal_corpus_v1(
         return spread(new(nlp), old_examples, rehearsal_ratio)
 
     return examples
+
+
+def check_corpus_settings(reader: str, paths: Dict[str, Path], *, max_length: int, limit: int) -> None:
+    """A corpus reader's limits and its paths to `.spacy` data, as config
+    errors naming the setting."""
+    for key, value in (("max_length", max_length), ("limit", limit)):
+        if value < 0:
+            raise setting_error(reader, key, f"{value}: must be an integer >= 0 (0: no limit)")
+    for key, value in paths.items():
+        value = Path(value)
+        if not (value.suffix == ".spacy" and value.is_file() or value.is_dir() and any(value.rglob("*.spacy"))):
+            raise setting_error(reader, key, f"{value}: {'' if value.exists() else 'not found; '}must be a .spacy file or a directory with .spacy files")
 
 
 def spread(examples: Iterable[Example], extra: Iterator[Example], ratio: float) -> Iterator[Example]:

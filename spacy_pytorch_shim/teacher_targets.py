@@ -20,7 +20,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.training import Corpus, Example
 
-from .continual import setting_error, spread
+from .continual import check_corpus_settings, setting_error, spread
 from .pipeline.base import TorchLabelledPipe
 from .pipeline.distill import TARGETS, Teacher, TeacherTargets
 
@@ -76,10 +76,15 @@ def score_docs(nlp: Language, docs: List[Doc], components: Dict[str, TorchLabell
     return per_doc
 
 
+def tokens_only(doc: Doc) -> Doc:
+    """A doc with `doc`'s tokens and nothing else."""
+    return Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+
+
 def stored_doc(doc: Doc, outputs: Dict[str, numpy.ndarray]) -> Doc:
     """The doc's tokens only (the teacher's annotations are not gold) and its
     teacher outputs in float16."""
-    bare = Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+    bare = tokens_only(doc)
     bare.user_data[OUTPUTS] = {
         name: [list(array.shape), array.astype(numpy.float16).tobytes()] for name, array in outputs.items()
     }
@@ -149,12 +154,8 @@ def distillation_corpus_v1(
         raise setting_error(READER, "temperature", f"{temperature}: must be a number > 0")
     if not 0 <= weight < float("inf"):
         raise setting_error(READER, "weight", f"{weight}: must be a number >= 0")
-    for key, value in (("max_length", max_length), ("limit", limit)):
-        if value < 0:
-            raise setting_error(READER, key, f"{value}: must be an integer >= 0 (0: no limit)")
-    path, targets_path = Path(path), Path(targets_path)
-    if not (path.suffix == ".spacy" and path.is_file() or path.is_dir() and any(path.rglob("*.spacy"))):
-        raise setting_error(READER, "path", f"{path}: {'' if path.exists() else 'not found; '}must be a .spacy file or a directory with .spacy files")
+    check_corpus_settings(READER, {"path": path}, max_length=max_length, limit=limit)
+    targets_path = Path(targets_path)
     teachers = read_teacher_file(targets_path)
     shards = sorted(targets_path.glob("*.spacy"))
     if not shards:
@@ -173,9 +174,8 @@ def distillation_corpus_v1(
                         continue
                     outputs = _decode(doc.user_data.pop(OUTPUTS, None), teachers, str(shard))
                     doc.user_data[TARGETS] = TeacherTargets(outputs, teachers, temperature, weight)
-                    predicted = Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
                     n += 1
-                    yield Example(predicted, doc)
+                    yield Example(tokens_only(doc), doc)
             if n == 0:
                 raise setting_error(READER, "targets_path", f"{targets_path}: its shards hold no docs")
 
