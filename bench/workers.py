@@ -280,7 +280,30 @@ def w_long_doc(a: dict) -> dict:
             "seconds": time.perf_counter() - t, "torch_threads": torch_threads}
 
 
-WORKERS = {"prepare": w_prepare, "spacy_config": w_spacy_config, "steps": w_steps, "predict": w_predict,
+def w_unlabelled(a: dict) -> dict:
+    """Up to `a["docs"]` texts of `a["source"]` (a .spacy file) that are in
+    none of `a["exclude"]` (the splits a run trains, selects and scores on),
+    in a seeded random order, written to `a["out"]` as .jsonl: unlabelled
+    text of the same domain."""
+    import random
+    import spacy
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    taken = {d.text for path in a["exclude"] for d in DocBin().from_disk(path).get_docs(nlp.vocab)}
+    texts = list(dict.fromkeys(d.text for d in DocBin().from_disk(a["source"]).get_docs(nlp.vocab)
+                               if d.text not in taken))
+    random.Random(a.get("seed", 0)).shuffle(texts)
+    texts = texts[: a["docs"]]
+    Path(a["out"]).parent.mkdir(parents=True, exist_ok=True)
+    with open(a["out"], "w", encoding="utf8") as file:
+        for text in texts:
+            file.write(json.dumps({"text": text}) + "\n")
+    return {"docs": len(texts), "available": len(texts) if len(texts) < a["docs"] else None,
+            "words": sum(len(nlp.make_doc(t)) for t in texts)}
+
+
+WORKERS = {"prepare": w_prepare, "unlabelled": w_unlabelled, "spacy_config": w_spacy_config, "steps": w_steps, "predict": w_predict,
            "devscore": w_devscore, "speed": w_speed, "long_doc": w_long_doc}
 
 

@@ -95,13 +95,15 @@ def torch_config(
     gpu: bool = False,
     lang: str = "en",
     encoder: Optional[Tuple[str, int]] = None,
+    distill: bool = False,
 ) -> Tuple[str, List[str]]:
     """The config text for `pipeline` (component names) and notes on what was
     merged. One component: its preset file as shipped (with `gpu`, the GPU
     allocator set). Several: the first preset with the others' components
     added, score weights combined, and [training] from the first preset.
     `encoder` (name, width): the transformer presets, on that Hugging Face
-    encoder (the config's [encoder] section)."""
+    encoder (the config's [encoder] section). `distill`: a student's config,
+    trained on the gold data and a teacher's stored outputs (${paths.targets})."""
     if optimize not in OPTIMIZE:
         raise PresetError(f"--optimize must be one of {', '.join(OPTIMIZE)} (got {optimize!r})")
     if encoder is not None:
@@ -115,7 +117,7 @@ def torch_config(
     if len(set(components)) != len(components):
         raise PresetError(f"--pipeline names a component twice: {pipeline}")
     texts = [read_preset(component, optimize) for component in components]
-    if len(components) == 1 and not gpu and lang == "en" and encoder is None:
+    if len(components) == 1 and not gpu and lang == "en" and encoder is None and not distill:
         return texts[0], []
     configs = [Config(section_order=CONFIG_SECTION_ORDER).from_str(text, interpolate=False) for text in texts]
     config, notes = configs[0], []
@@ -142,7 +144,31 @@ def torch_config(
         if len(components) > 1:
             share_encoder(config, components)
             notes.append(f"one encoder (components.{SHARED_ENCODER}) for {', '.join(components)}, through listeners")
+    if distill:
+        read_stored_targets(config)
     return config.to_str(), notes
+
+
+# The reader of a student's training data: gold examples and a teacher's
+# stored outputs, with the settings measured best on the panel
+# (docs/benchmarks.md, "Distillation").
+DISTILLATION_CORPUS = {
+    "@readers": "spacy-pytorch-shim.DistillationCorpus.v1",
+    "path": "${paths.train}",
+    "targets_path": "${paths.targets}",
+    "targets_ratio": 2.0,
+    "temperature": 2.0,
+    "weight": 1.0,
+}
+
+
+def read_stored_targets(config: Config) -> None:
+    """[corpora.train] reads the gold data with the stored outputs of
+    `spacy teacher-targets` in ${paths.targets} (the preset's max_length and
+    limit kept)."""
+    config["paths"]["targets"] = None
+    train = config["corpora"]["train"]
+    config["corpora"]["train"] = dict(DISTILLATION_CORPUS, max_length=train.get("max_length", 0), limit=train.get("limit", 0))
 
 
 # The component that holds the encoder that several components listen to.
@@ -203,6 +229,7 @@ def init_torch_config_cli(
     force_overwrite: bool = Opt(False, "--force", "-F", help="Overwrite the output file if it exists"),
     encoder: Optional[str] = Opt(None, "--encoder", "-e", help="A Hugging Face encoder (hub name or local directory): the transformer presets on it instead of --optimize's"),
     encoder_width: Optional[int] = Opt(None, "--encoder-width", help="The encoder's hidden size (default: read from its config)"),
+    distill: bool = Opt(False, "--distill", "-D", help="A student's config: trains on the gold data and a teacher's outputs stored by spacy teacher-targets (--paths.targets)"),
     # fmt: on
 ):
     """Write a complete, trainable config for torch_ner, torch_textcat and
@@ -215,7 +242,7 @@ def init_torch_config_cli(
         fail(f"{output_file}: {'is a directory' if output_file.is_dir() else 'exists; to overwrite it, add --force (-F)'}")
     if shipped is not None:
         # The shipped file is written as it is: the options that make a config do not apply.
-        given = [f"--{name.replace('_', '-')}" for name in ("pipeline", "optimize", "gpu", "lang", "encoder", "encoder_width") if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+        given = [f"--{name.replace('_', '-')}" for name in ("pipeline", "optimize", "gpu", "lang", "encoder", "encoder_width", "distill") if ctx.get_parameter_source(name).name == "COMMANDLINE"]
         if given:
             fail(f"--shipped {shipped} writes the shipped file as it is: {', '.join(given)} cannot change it")
     try:
@@ -230,7 +257,7 @@ def init_torch_config_cli(
             if encoder_width is not None and encoder_width < 1:
                 raise PresetError(f"--encoder-width {encoder_width}: must be a positive integer")
             chosen = None if encoder is None else (encoder, encoder_width or read_encoder_width(encoder))
-            text, notes = torch_config(names, optimize=optimize, gpu=gpu, lang=lang, encoder=chosen)
+            text, notes = torch_config(names, optimize=optimize, gpu=gpu, lang=lang, encoder=chosen, distill=distill)
     except PresetError as err:
         fail(str(err))
     if notes:  # on stderr: with `-`, stdout is the config
@@ -245,5 +272,6 @@ def init_torch_config_cli(
             output_file.write_text(text, encoding="utf8")
         except OSError as err:
             fail(f"{output_file}: cannot write it ({err.strerror}: {err.filename})")
+        targets = " --paths.targets TARGETS_DIR" if distill else ""
         msg.good(f"Saved config to {output_file}{' (overwrote it: --force)' if overwrites else ''}", "Train it with: python -m spacy train "
-                 f"{output_file} --paths.train TRAIN.spacy --paths.dev DEV.spacy")
+                 f"{output_file} --paths.train TRAIN.spacy --paths.dev DEV.spacy{targets}")
