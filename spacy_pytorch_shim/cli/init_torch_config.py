@@ -21,6 +21,7 @@ from spacy.util import CONFIG_SECTION_ORDER, combine_score_weights
 from thinc.api import Config
 from wasabi import msg
 
+from ..teacher_targets import READER
 from . import fail
 
 COMPONENTS = ("torch_ner", "torch_textcat", "torch_textcat_multilabel")
@@ -153,7 +154,7 @@ def torch_config(
 # stored outputs, with the settings measured best on the panel
 # (docs/benchmarks.md, "Distillation").
 DISTILLATION_CORPUS = {
-    "@readers": "spacy-pytorch-shim.DistillationCorpus.v1",
+    "@readers": READER,
     "path": "${paths.train}",
     "targets_path": "${paths.targets}",
     "targets_ratio": 2.0,

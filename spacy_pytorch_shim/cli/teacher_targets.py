@@ -1,6 +1,7 @@
 """`python -m spacy teacher-targets TEACHER INPUTS OUTPUT`: a trained
 pipeline's outputs on unlabelled text, computed once and stored for
 distillation (spacy_pytorch_shim/teacher_targets.py, docs/distillation.md)."""
+import shutil
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -9,7 +10,7 @@ from spacy.cli._util import Arg, Opt, app, setup_gpu
 from wasabi import msg
 
 from ..annotate.inputs import InputError, find_input_files, plan_shards, read_shard
-from ..teacher_targets import score_docs, stored_doc, teacher_components, write_shard, write_teacher_file
+from ..teacher_targets import TEACHER_FILE, score_docs, stored_doc, teacher_components, write_shard, write_teacher_file
 from . import fail
 
 
@@ -24,6 +25,7 @@ def teacher_targets_cli(
     batch_size: int = Opt(64, "--batch-size", "-b", help="Documents per forward pass"),
     text_field: str = Opt("text", "--text-field", "-t", help="Field of a .jsonl record that holds the text"),
     gpu_id: int = Opt(-1, "--gpu-id", "-g", help="GPU ID or -1 for CPU"),
+    force: bool = Opt(False, "--force", "-F", help="Replace OUTPUT if it holds an earlier run's targets (teacher.json and targets-*.spacy, nothing else)"),
     # fmt: on
 ):
     """Run the teacher's torch components over the inputs once and store
@@ -34,8 +36,13 @@ def teacher_targets_cli(
     for name, value in (("--shard-size", shard_size), ("--batch-size", batch_size)):
         if value < 1:
             fail(f"{name} {value}: must be at least 1")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        fail(f"{output}: exists and is not an empty directory; give a new one")
+    replace = output.exists() and (not output.is_dir() or any(output.iterdir()))
+    if replace and not force:
+        fail(f"{output}: exists and is not an empty directory; give a new one (or --force to replace earlier targets)")
+    if replace:
+        others = sorted(p.name for p in output.iterdir() if not is_targets_file(p)) if output.is_dir() else [output.name]
+        if others:
+            fail(f"{output}: --force replaces earlier targets only, and it holds {', '.join(others[:3])}")
     try:
         files = find_input_files(inputs, output)
     except InputError as err:
@@ -54,6 +61,8 @@ def teacher_targets_cli(
         shards = list(plan_shards(files, shard_size, text_field))
     except (ValueError, InputError) as err:
         fail(str(err))
+    if replace:  # once the inputs and the teacher are known to be good
+        shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
     total_docs = total_bytes = skipped = 0
     started = time.perf_counter()
@@ -84,6 +93,11 @@ def teacher_targets_cli(
         f"Stored the outputs of {', '.join(scored)} for {total_docs:,} docs in {output}: "
         f"{_size(total_bytes)} ({per_doc:,.0f} bytes per doc)"
     )
+
+
+def is_targets_file(path: Path) -> bool:
+    """A file that `teacher-targets` writes: teacher.json or a shard."""
+    return path.is_file() and (path.name == TEACHER_FILE or path.name.startswith("targets-") and path.suffix == ".spacy")
 
 
 def _size(n_bytes: int) -> str:

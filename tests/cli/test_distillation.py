@@ -18,22 +18,6 @@ def unlabelled(cli, tiny_data, tmp_path_factory):
     return path
 
 
-def student_config(cli, path):
-    """configs/textcat.cfg whose training corpus is the gold plus the scored text."""
-    config = load_config(cli.CONFIGS / "textcat.cfg")
-    config["paths"]["targets"] = None
-    config["corpora"]["train"] = {
-        "@readers": "spacy-pytorch-shim.DistillationCorpus.v1",
-        "path": "${paths.train}",
-        "targets_path": "${paths.targets}",
-        "targets_ratio": 2.0,
-        "temperature": 2.0,
-        "weight": 1.0,
-    }
-    config.to_disk(path)
-    return path
-
-
 def test_score_once_then_train_a_student_on_gold_plus_teacher_targets(cli, trained, tiny_data, unlabelled, tmp_path):
     teacher = cli.trained_pipeline(trained, "textcat") / "model-best"
     targets = tmp_path / "targets"
@@ -43,9 +27,17 @@ def test_score_once_then_train_a_student_on_gold_plus_teacher_targets(cli, train
     assert info["docs"] == 20 and list(info["components"]) == ["torch_textcat"]
     assert info["components"]["torch_textcat"]["factory"] == "torch_textcat"
     assert len(list(targets.glob("*.spacy"))) == 3
+    # Scoring again into the same directory needs --force.
+    again = cli.run(["teacher-targets", teacher, unlabelled, targets], check=False)
+    assert again.returncode == 1 and "--force" in again.stdout
+    cli.run(["teacher-targets", teacher, unlabelled, targets, "--force"])
+    assert len(list(targets.glob("*.spacy"))) == 1 and cli.read_json(targets / "teacher.json")["docs"] == 20
+    config = tmp_path / "student.cfg"
+    cli.run(["init", "torch-config", config, "--pipeline", "textcat", "--distill"])
+    assert load_config(config)["corpora"]["train"]["@readers"] == "spacy-pytorch-shim.DistillationCorpus.v1"
     data = tiny_data["banking77-sample"]
     output = tmp_path / "student"
-    train = cli.run(cli.train_args(student_config(cli, tmp_path / "student.cfg"), data, output, ["--paths.targets", targets]))
+    train = cli.run(cli.train_args(config, data, output, ["--paths.targets", targets]))
     assert (output / "model-last" / "torch_textcat").is_dir(), train.stdout
 
 
@@ -63,4 +55,9 @@ def test_an_output_that_holds_files_is_refused(cli, unlabelled, tmp_path):
     (tmp_path / "out" / "keep.txt").write_text("mine")
     done = cli.run(["teacher-targets", "no-such-pipeline", unlabelled, tmp_path / "out"], check=False)
     assert done.returncode == 1 and "not an empty directory" in done.stdout
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    # --force replaces earlier targets only: a user's file is never deleted.
+    (tmp_path / "out" / "teacher.json").write_text("{}")
+    done = cli.run(["teacher-targets", "no-such-pipeline", unlabelled, tmp_path / "out", "--force"], check=False)
+    assert done.returncode == 1 and "--force replaces earlier targets only, and it holds keep.txt" in done.stdout
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"

@@ -83,6 +83,25 @@ def test_several_components_and_gpu_build_and_train():
     assert set(losses) == {"torch_ner", "torch_textcat_multilabel"}
 
 
+@pytest.mark.parametrize("pipeline", [["ner"], ["textcat", "textcat_multilabel"]])
+def test_distill_writes_a_student_config_reading_stored_targets(pipeline):
+    from thinc.api import Config
+
+    from spacy_pytorch_shim.teacher_targets import READER
+
+    plain = Config().from_str(torch_config(pipeline)[0], interpolate=False)
+    config = Config().from_str(torch_config(pipeline, distill=True)[0], interpolate=False)
+    assert config["paths"]["targets"] is None
+    reader = config["corpora"]["train"]
+    assert reader["@readers"] == READER
+    assert reader["path"] == plain["corpora"]["train"]["path"] and reader["targets_path"] == "${paths.targets}"
+    assert (reader["max_length"], reader["limit"]) == (plain["corpora"]["train"]["max_length"], plain["corpora"]["train"]["limit"])
+    # Everything else is the preset's.
+    for section in ("components", "training", "nlp"):
+        assert config[section] == plain[section], section
+    assert config["corpora"]["dev"] == plain["corpora"]["dev"]
+
+
 def test_missing_preset_and_unknown_component_are_clear_errors(cli, tmp_path, monkeypatch):
     only = tmp_path / "configs"
     only.mkdir()
