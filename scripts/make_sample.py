@@ -16,6 +16,10 @@ Selection is deterministic and keeps the source order:
   robin over the intents (the 1st doc of every intent, then the 2nd, ...)
   until n are chosen; every intent with enough docs is represented.
 
+Each sample also has `unlabelled.jsonl`: the texts (one `{"text": ...}` per
+line) of UNLABELLED evenly spaced docs of the source training split that
+are not in the sample's, for distillation (docs/distillation.md).
+
 Docs are copied unchanged (same tokens, entities and `doc.cats`) into
 `DocBin(store_user_data=False)` files with the source's attributes. spaCy
 sorts the strings table when writing, so the output is byte-identical from
@@ -25,6 +29,7 @@ is a static file, not written here.
 """
 import argparse
 import hashlib
+import json
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -34,6 +39,7 @@ from spacy.tokens import Doc, DocBin
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "test")
+UNLABELLED = 1000
 
 SAMPLES = {
     "btc-sample": {
@@ -198,7 +204,21 @@ def make_sample(src: Path, out: Path, name: str, spec: dict, nlp) -> Dict[str, d
         )
         results[split] = info
         print(f"{path}: {info['docs']} of {len(docs)} docs, {len(data):,} bytes")
+        if split == "train":
+            taken = set(indices)
+            rest = [doc for i, doc in enumerate(docs) if i not in taken]
+            results["unlabelled"] = write_unlabelled(out / name / "unlabelled.jsonl", rest)
     return results
+
+
+def write_unlabelled(path: Path, docs: Sequence[Doc]) -> Dict[str, object]:
+    """The texts of UNLABELLED evenly spaced `docs`, as .jsonl."""
+    chosen = [docs[i] for i in select_spread(len(docs), UNLABELLED)]
+    data = "".join(json.dumps({"text": doc.text}) + "\n" for doc in chosen).encode("utf8")
+    path.write_bytes(data)
+    print(f"{path}: {len(chosen)} of {len(docs)} texts, {len(data):,} bytes")
+    return {"docs": len(chosen), "source_docs": len(docs), "tokens": sum(len(d) for d in chosen),
+            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def readme(stats: Dict[str, Dict[str, dict]]) -> str:
@@ -227,7 +247,10 @@ def readme(stats: Dict[str, Dict[str, dict]]) -> str:
         "Selection (see the script): btc and goemotions take evenly spaced docs",
         "(index `i * len(split) // n`), banking77 takes docs round robin over the",
         "intents, because its source files are sorted by intent. Docs are copied",
-        "unchanged; the source order is kept.",
+        "unchanged; the source order is kept. `unlabelled.jsonl` holds the texts",
+        f"of {UNLABELLED:,} evenly spaced docs of the source training split that are",
+        "not in the sample's, without their labels: unlabelled text of the same",
+        "domain for distillation (`docs/distillation.md`).",
         "",
         f"Total size: {total:,} bytes.",
         "",
@@ -237,7 +260,9 @@ def readme(stats: Dict[str, Dict[str, dict]]) -> str:
     for name, sample in stats.items():
         task = SAMPLES[name]["task"]
         for split, info in sample.items():
-            if "entities" in info:
+            if split == "unlabelled":
+                labels = "none (texts only, `unlabelled.jsonl`)"
+            elif "entities" in info:
                 per = ", ".join(f"{k} {v:,}" for k, v in info["per_label"].items())
                 labels = f"{info['entities']:,} entities ({per})"
             else:
