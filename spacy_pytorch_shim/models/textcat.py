@@ -24,6 +24,10 @@ class PoolingHead(nn.Module):
         self.output = nn.Linear(hidden_width, nO)
 
     def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.output(self.hidden(torch.cat(self.pool(X, lengths), dim=1)))
+
+    def pool(self, X: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Each doc's mean and max of its token vectors (zeros for no tokens)."""
         lengths = lengths.long()
         n_docs = len(lengths)
         if not len(X):  # no tokens: Thinc's flatten of no docs has no width either
@@ -35,7 +39,24 @@ class PoolingHead(nn.Module):
         maxes = X.new_zeros(n_docs, X.shape[1]).scatter_reduce(
             0, index, X, reduce="amax", include_self=False
         )
-        return self.output(self.hidden(torch.cat([means, maxes], dim=1)))
+        return means, maxes
+
+
+class NormalizedPoolingHead(PoolingHead):
+    """PoolingHead whose mean and max vectors are each layer-normalized before
+    the hidden layer. A pretrained encoder's token vectors can be small on
+    average with a few large components (all-MiniLM-L6-v2: mean |x| 0.07
+    pooled by mean, 0.93 by max): unnormalized, the hidden layer barely sees
+    the mean, the pooling the encoder was trained for."""
+
+    def __init__(self, nI: int, hidden_width: int, nO: int, dropout: float):
+        super().__init__(nI, hidden_width, nO, dropout)
+        self.norm_mean = nn.LayerNorm(nI)
+        self.norm_max = nn.LayerNorm(nI)
+
+    def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        means, maxes = self.pool(X, lengths)
+        return self.output(self.hidden(torch.cat([self.norm_mean(means), self.norm_max(maxes)], dim=1)))
 
 
 class BagOfNgrams(nn.Module):
@@ -183,6 +204,46 @@ def build_textcat_v4(
     )
 
 
+def build_textcat_v5(
+    *,
+    tok2vec: Optional[Model[List[Doc], List[Floats2d]]],
+    exclusive_classes: bool,
+    hidden_width: int = 128,
+    ngram_size: int = 1,
+    ngram_rows: int = 2**18,
+    subword_min: int = 3,
+    subword_max: int = 5,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], Floats2d]:
+    """"spacy-pytorch-shim.TorchTextCat.v5": v4 whose mean- and max-pooled
+    token vectors are each layer-normalized before the hidden layer (for a
+    pretrained encoder's vectors, whose scales differ)."""
+    return _build_subword_textcat(
+        "spacy-pytorch-shim.TorchTextCat.v5", LengthScaledBagOfNgramsAndSubwords, tok2vec, exclusive_classes,
+        hidden_width, ngram_size, ngram_rows, subword_min, subword_max, nO, NormalizedPoolingHead,
+    )
+
+
+def build_textcat_v6(
+    *,
+    tok2vec: Optional[Model[List[Doc], List[Floats2d]]],
+    exclusive_classes: bool,
+    hidden_width: int = 128,
+    ngram_size: int = 1,
+    ngram_rows: int = 2**18,
+    subword_min: int = 3,
+    subword_max: int = 5,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], Floats2d]:
+    """"spacy-pytorch-shim.TorchTextCat.v6": v5's normalized pooled head with
+    v3's bag of plain sums, for multi-label classes: under sigmoids and a
+    0.5 threshold, length-scaled logits of rare labels seldom cross it."""
+    return _build_subword_textcat(
+        "spacy-pytorch-shim.TorchTextCat.v6", BagOfNgramsAndSubwords, tok2vec, exclusive_classes,
+        hidden_width, ngram_size, ngram_rows, subword_min, subword_max, nO, NormalizedPoolingHead,
+    )
+
+
 def _build_subword_textcat(
     arch: str,
     bag: type,
@@ -194,12 +255,13 @@ def _build_subword_textcat(
     subword_min: int,
     subword_max: int,
     nO: Optional[int],
+    head: type = PoolingHead,
 ) -> Model[List[Doc], Floats2d]:
     check_size(arch, "ngram_size", ngram_size)
     check_size(arch, "subword_min", subword_min)
     check_size(arch, "subword_max", subword_max, minimum=subword_min)
     return _build_textcat(
-        arch, tok2vec, exclusive_classes, hidden_width, 0.0, ngram_size, ngram_rows, nO, (subword_min, subword_max), bag
+        arch, tok2vec, exclusive_classes, hidden_width, 0.0, ngram_size, ngram_rows, nO, (subword_min, subword_max), bag, head
     )
 
 
@@ -214,9 +276,10 @@ def _build_textcat(
     nO: Optional[int],
     subwords: Optional[Tuple[int, int]] = None,
     bag: type = BagOfNgramsAndSubwords,
+    head: type = PoolingHead,
 ) -> Model[List[Doc], Floats2d]:
     """The heads of every version; `bag` is the module of the bag of n-grams
-    and subwords (`subwords` given)."""
+    and subwords (`subwords` given), `head` the module over the token vectors."""
     check_size(arch, "hidden_width", hidden_width)
     check_rate(arch, "dropout", dropout)
     check_size(arch, "ngram_size", ngram_size, minimum=0)
@@ -232,7 +295,7 @@ def _build_textcat(
                 tok2vec,
                 list2ragged(),
                 TorchWrapper(
-                    PoolingHead(width, hidden_width, nO or 1, dropout),
+                    head(width, hidden_width, nO or 1, dropout),
                     output_layer="output",
                     name="torch_textcat_pooling",
                 ),

@@ -6,7 +6,15 @@ from thinc.api import Adam
 
 from spacy_pytorch_shim.models.encoders import build_bilstm_encoder, build_cnn_encoder
 from spacy_pytorch_shim.models.ner import build_ner_tagger
-from spacy_pytorch_shim.models.textcat import build_textcat
+from spacy_pytorch_shim.models.textcat import (
+    BagOfNgramsAndSubwords,
+    LengthScaledBagOfNgramsAndSubwords,
+    NormalizedPoolingHead,
+    PoolingHead,
+    build_textcat,
+    build_textcat_v5,
+    build_textcat_v6,
+)
 from spacy_pytorch_shim.models.tok2vec import build_torch_tok2vec
 
 TEXTS = ["Alice lives in Paris", "", "one", "a much longer text with many different words in it"]
@@ -91,6 +99,45 @@ def test_textcat_shapes_gradients_and_resize(docs, ngram_size):
     assert new.shape == (len(docs), 4)
     numpy.testing.assert_allclose(new[:, :3], old, atol=1e-6)
     numpy.testing.assert_allclose(new[:, 3], 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("build,bag_type", [(build_textcat_v5, LengthScaledBagOfNgramsAndSubwords), (build_textcat_v6, BagOfNgramsAndSubwords)])
+def test_normalized_versions_shapes_gradients_and_resize(docs, build, bag_type):
+    model = build(tok2vec=small_tok2vec(), exclusive_classes=True, hidden_width=8, ngram_rows=64, nO=3)
+    model.initialize(X=docs)
+    module = {node.name: node.shims[0].module for node in model.walk() if node.shims}
+    assert type(module["torch_textcat_pooling"]) is NormalizedPoolingHead and type(module["torch_textcat_ngrams"]) is bag_type
+    Y, backprop = model.begin_update(docs)
+    assert Y.shape == (len(docs), 3) and numpy.isfinite(Y).all()  # the empty doc too
+    assert_update_changes_embeddings(model, backprop, numpy.ones_like(Y))
+    old = model.predict(docs)
+    model.attrs["resize_output"](model, 4)
+    numpy.testing.assert_allclose(model.predict(docs)[:, :3], old, atol=1e-6)
+
+
+def test_normalized_pooling_sees_the_mean_whatever_the_scales():
+    """Token vectors whose mean is small beside their max (as a pretrained
+    encoder's): the normalized head's output is the hidden layer over each
+    pooled vector layer-normalized, so scaling one pooled part leaves it
+    as it was; the plain head's output moves with it."""
+    import torch
+
+    torch.manual_seed(0)
+    X, lengths = torch.randn(7, 6) * 0.05, torch.tensor([3, 4])
+    X[:, 0] += 2.0  # one large component
+    for head_type in (PoolingHead, NormalizedPoolingHead):
+        torch.manual_seed(1)
+        head = head_type(6, 5, 2, 0.0).eval()
+        means, maxes = head.pool(X, lengths)
+        torch.testing.assert_close(means[0], X[:3].mean(0))
+        torch.testing.assert_close(maxes[1], X[3:].amax(0))
+        if head_type is NormalizedPoolingHead:
+            normed = [torch.nn.functional.layer_norm(v, (6,)) for v in (means, maxes)]
+            torch.testing.assert_close(head(X, lengths), head.output(head.hidden(torch.cat(normed, dim=1))))
+        # Scaling every token vector by 10 scales mean and max alike.
+        scaled = head(10 * X, lengths)
+        same = torch.allclose(scaled, head(X, lengths), atol=1e-5)
+        assert same == (head_type is NormalizedPoolingHead), head_type
 
 
 @pytest.mark.parametrize("encoder", ["cnn", "bilstm"])
