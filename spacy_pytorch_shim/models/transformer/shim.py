@@ -22,6 +22,10 @@ _KEYS = {"format", "config", "tokenizer", "weights", "quantization"}
 # Module attributes that hold a dropout probability as a float, passed to
 # scaled_dot_product_attention (ModernBERT's attention).
 FLOAT_DROPOUT_ATTRS = ("attention_dropout",)
+# Module attributes that a family builds as nn.Identity when its config's
+# rate is 0 (ModernBERT's attention output dropout): a Dropout(0) in their
+# place lets the caller's rate reach them.
+IDENTITY_DROPOUT_ATTRS = ("out_drop",)
 
 
 class HFShim(TorchShim):
@@ -77,6 +81,10 @@ class HFShim(TorchShim):
             # allocated and zeroed a fresh table every group of windows, a
             # sixth of a training step.
             embeddings.sparse = True
+        for module in transformer.modules():
+            for attr in IDENTITY_DROPOUT_ATTRS:
+                if isinstance(getattr(module, attr, None), torch.nn.Identity):
+                    setattr(module, attr, torch.nn.Dropout(0.0))
         self._model.transformer = transformer.to(device)
         self.tokenizer = tokenizer
         self.quantization = quantization

@@ -84,13 +84,18 @@ def test_averages_are_swapped_in_for_evaluation_and_restored(encoder_dir):
 
 def test_the_callers_dropout_rate_reaches_attention_dropout_kept_as_a_float(encoder_dir):
     """ModernBERT passes its attention dropout to scaled_dot_product_attention
-    from a float attribute, not a Dropout module."""
+    from a float attribute, not a Dropout module, and builds its attention
+    output dropout as an Identity when its config's rate is 0."""
     nlp, optimizer, egs = trained(encoder_dir("modernbert"), steps=1)
     transformer = nlp.get_pipe("torch_ner").model.get_ref("tok2vec").shims[0].module.transformer
     attention = [m for m in transformer.modules() if isinstance(getattr(m, "attention_dropout", None), float)]
     assert attention
     nlp.update(egs[:2], sgd=optimizer, drop=0.37)
     assert {m.attention_dropout for m in attention} == {0.37}
+    # Its attention output dropout, an Identity when the config's rate is 0
+    # (as here), is a Dropout that takes the caller's rate.
+    out_drops = [m.out_drop for m in attention]
+    assert all(isinstance(d, torch.nn.Dropout) for d in out_drops) and {d.p for d in out_drops} == {0.37}
 
 
 def test_the_callers_dropout_rate_reaches_the_encoders_dropout(encoder_dir):
