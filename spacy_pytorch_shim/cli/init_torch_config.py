@@ -151,7 +151,7 @@ def torch_config(
 
 
 # The reader of a student's training data: gold examples and a teacher's
-# stored outputs, with the settings measured best on the panel
+# stored outputs, with the settings that bench/distill.py measures
 # (docs/benchmarks.md, "Distillation").
 DISTILLATION_CORPUS = {
     "@readers": READER,

@@ -36,11 +36,13 @@ def teacher_targets_cli(
     for name, value in (("--shard-size", shard_size), ("--batch-size", batch_size)):
         if value < 1:
             fail(f"{name} {value}: must be at least 1")
-    replace = output.exists() and (not output.is_dir() or any(output.iterdir()))
+    if output.exists() and not output.is_dir():
+        fail(f"{output}: is a file; give a new directory")
+    replace = output.exists() and any(output.iterdir())
     if replace and not force:
         fail(f"{output}: exists and is not an empty directory; give a new one (or --force to replace earlier targets)")
     if replace:
-        others = sorted(p.name for p in output.iterdir() if not is_targets_file(p)) if output.is_dir() else [output.name]
+        others = sorted(p.name for p in output.iterdir() if not is_targets_file(p))
         if others:
             fail(f"{output}: --force replaces earlier targets only, and it holds {', '.join(others[:3])}")
     try:
