@@ -36,6 +36,7 @@ and the transformer teacher scores about 100 tweets/s on this machine
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -81,7 +82,7 @@ def score_unlabelled(ds: str, data: dict, teacher: dict, a: argparse.Namespace, 
         old = json.loads(cache.read_text())
         if old.get("fingerprint") == fingerprint:
             log(f"{ds}: reusing the teacher's targets in {rel(targets)}")
-            return old
+            return dict(old, sha256=content_sha256(targets))
     shutil.rmtree(targets, ignore_errors=True)
     cmd = [sys.executable, "-m", "spacy", "teacher-targets", REPO / teacher["model"], texts, targets]
     log(f"{ds}: teacher-targets on {info['docs']} unlabelled docs ({info['words']} words) ...")
@@ -93,7 +94,16 @@ def score_unlabelled(ds: str, data: dict, teacher: dict, a: argparse.Namespace, 
            "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"], "disk_bytes": disk,
            "bytes_per_doc": disk / max(1, info["docs"]), "words_per_s": info["words"] / run["wall_s"]}
     cache.write_text(json.dumps(res, indent=1))
-    return res
+    return dict(res, sha256=content_sha256(targets))
+
+
+def content_sha256(folder: Path) -> str:
+    """One hash of a folder's files (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def student_config(task: str, out: Path, env: dict) -> Path:
@@ -226,9 +236,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             s_entry = entry["students"][name] = {"config": rel(cfg), "runs": {}}
             for seed in seeds:
                 started = time.time()
+                run_dir = sys_dir / f"seed{seed}"
+                # A distilled student is reused only if it learned these very targets.
+                mark = run_dir / "targets.sha256"
+                if name == "distilled" and run_dir.exists() and not (
+                        mark.exists() and mark.read_text() == entry["targets"]["sha256"]):
+                    shutil.rmtree(run_dir)
                 try:
                     run = run_system(ds, task, "ours-efficiency" if name == "gold-only" else name, cfg, data, EPOCHS,
-                                     seed, a, sys_dir / f"seed{seed}", env, overrides=overrides)
+                                     seed, a, run_dir, env, overrides=overrides)
+                    if name == "distilled" and run_dir.exists():
+                        mark.write_text(entry["targets"]["sha256"])
                 except Exception as err:  # noqa: BLE001 - report and carry on
                     run = {"status": f"failed: {type(err).__name__}", "error_tail": str(err)[-2000:]}
                     log(f"{ds} / {name} / seed {seed}: FAILED: {err}")
