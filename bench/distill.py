@@ -166,7 +166,7 @@ def report(results: dict) -> List[str]:
     for ds, e in results["datasets"].items():
         keys = TASKS[e["task"]]["main"]
         teacher = {k: get_in(e, "teacher", "test", k) for k in keys}
-        gold, dist = (e["students"][s].get("summary") or {} for s in ("gold-only", "distilled"))
+        gold, dist = (get_in(e, "students", s, "summary") or {} for s in ("gold-only", "distilled"))
         speed = e.get("speed") or {}
         score = lambda s: ", ".join(f"{k} {fmt_spread(s.get(k), '.1f', 100)}" for k in keys)  # noqa: E731
         teacher_score = ", ".join(f"{k} {fmt(v, '.1f', 100)}" for k, v in teacher.items())
