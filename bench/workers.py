@@ -299,12 +299,11 @@ def w_unlabelled(a: dict) -> dict:
     with open(a["out"], "w", encoding="utf8") as file:
         for text in texts:
             file.write(json.dumps({"text": text}) + "\n")
-    return {"docs": len(texts), "available": len(texts) if len(texts) < a["docs"] else None,
-            "words": sum(len(nlp.make_doc(t)) for t in texts)}
+    return {"docs": len(texts), "words": sum(len(nlp.make_doc(t)) for t in texts)}
 
 
-WORKERS = {"prepare": w_prepare, "unlabelled": w_unlabelled, "spacy_config": w_spacy_config, "steps": w_steps, "predict": w_predict,
-           "devscore": w_devscore, "speed": w_speed, "long_doc": w_long_doc}
+WORKERS = {"prepare": w_prepare, "unlabelled": w_unlabelled, "spacy_config": w_spacy_config, "steps": w_steps,
+           "predict": w_predict, "devscore": w_devscore, "speed": w_speed, "long_doc": w_long_doc}
 
 
 def main(name: str, args_json: str) -> None:

@@ -118,8 +118,8 @@ def test_normalized_versions_shapes_gradients_and_resize(docs, build, bag_type):
 def test_normalized_pooling_sees_the_mean_whatever_the_scales():
     """Token vectors whose mean is small beside their max (as a pretrained
     encoder's): the normalized head's output is the hidden layer over each
-    pooled vector layer-normalized, so scaling one pooled part leaves it
-    as it was; the plain head's output moves with it."""
+    pooled vector layer-normalized, so it does not change with the vectors'
+    scale; the plain head's output does."""
     import torch
 
     torch.manual_seed(0)
