@@ -1,12 +1,12 @@
 """Distillation as a user runs it (docs/distillation.md): `spacy
-teacher-targets` scores unlabelled text with a trained pipeline once, then
-`spacy train` trains a student on the gold plus the scored text through
-DistillationCorpus.v1 (docs/distillation.md runs the same commands)."""
+teacher-targets` scores unlabelled text with a trained pipeline once, in
+shards, and refuses to overwrite without --force. Training a student on the
+scored text with `spacy train` runs in docs/distillation.md's commands and
+in project.yml's distill workflow (tests/test_project.py)."""
 import json
 
 import pytest
 from spacy.tokens import DocBin
-from spacy.util import load_config
 from spacy.vocab import Vocab
 
 
@@ -18,7 +18,7 @@ def unlabelled(cli, tiny_data, tmp_path_factory):
     return path
 
 
-def test_score_once_then_train_a_student_on_gold_plus_teacher_targets(cli, trained, tiny_data, unlabelled, tmp_path):
+def test_score_once_in_shards_and_again_with_force(cli, trained, unlabelled, tmp_path):
     teacher = cli.trained_pipeline(trained, "textcat") / "model-best"
     targets = tmp_path / "targets"
     scored = cli.run(["teacher-targets", teacher, unlabelled, targets, "--shard-size", "8"])
@@ -32,13 +32,6 @@ def test_score_once_then_train_a_student_on_gold_plus_teacher_targets(cli, train
     assert again.returncode == 1 and "--force" in again.stdout
     cli.run(["teacher-targets", teacher, unlabelled, targets, "--force"])
     assert len(list(targets.glob("*.spacy"))) == 1 and cli.read_json(targets / "teacher.json")["docs"] == 20
-    config = tmp_path / "student.cfg"
-    cli.run(["init", "torch-config", config, "--pipeline", "textcat", "--distill"])
-    assert load_config(config)["corpora"]["train"]["@readers"] == "spacy-pytorch-shim.DistillationCorpus.v1"
-    data = tiny_data["banking77-sample"]
-    output = tmp_path / "student"
-    train = cli.run(cli.train_args(config, data, output, ["--paths.targets", targets]))
-    assert (output / "model-last" / "torch_textcat").is_dir(), train.stdout
 
 
 def test_a_component_that_is_not_a_torch_one_is_a_one_line_error(cli, trained, unlabelled, tmp_path):
