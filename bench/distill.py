@@ -36,13 +36,14 @@ and the transformer teacher scores about 100 tweets/s on this machine
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from spacy_pytorch_shim.annotate.manifest import pipeline_fingerprint as folder_sha256
 
 from panel import DATASETS, TASKS
 from report import fmt, fmt_spread, get_in, ratio, summarize
@@ -82,7 +83,7 @@ def score_unlabelled(ds: str, data: dict, teacher: dict, a: argparse.Namespace, 
         old = json.loads(cache.read_text())
         if old.get("fingerprint") == fingerprint:
             log(f"{ds}: reusing the teacher's targets in {rel(targets)}")
-            return dict(old, sha256=content_sha256(targets))
+            return dict(old, sha256=folder_sha256(targets))
     shutil.rmtree(targets, ignore_errors=True)
     cmd = [sys.executable, "-m", "spacy", "teacher-targets", REPO / teacher["model"], texts, targets]
     log(f"{ds}: teacher-targets on {info['docs']} unlabelled docs ({info['words']} words) ...")
@@ -94,16 +95,8 @@ def score_unlabelled(ds: str, data: dict, teacher: dict, a: argparse.Namespace, 
            "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"], "disk_bytes": disk,
            "bytes_per_doc": disk / max(1, info["docs"]), "words_per_s": info["words"] / run["wall_s"]}
     cache.write_text(json.dumps(res, indent=1))
-    return dict(res, sha256=content_sha256(targets))
+    return dict(res, sha256=folder_sha256(targets))
 
-
-def content_sha256(folder: Path) -> str:
-    """One hash of a folder's files (names and bytes)."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def student_config(task: str, out: Path, env: dict) -> Path:

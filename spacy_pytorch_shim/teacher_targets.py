@@ -26,6 +26,7 @@ from .pipeline.distill import TARGETS, Teacher, TeacherTargets
 
 READER = "spacy-pytorch-shim.DistillationCorpus.v1"
 TEACHER_FILE = "teacher.json"
+SHARD_PREFIX = "targets-"
 FORMAT = "spacy-pytorch-shim-teacher-targets/1"
 # Where a stored doc keeps its teacher outputs: {component: [shape, float16 bytes]}.
 OUTPUTS = "spacy-pytorch-shim.teacher_outputs"
@@ -89,6 +90,16 @@ def stored_doc(doc: Doc, outputs: Dict[str, numpy.ndarray]) -> Doc:
         name: [list(array.shape), array.astype(numpy.float16).tobytes()] for name, array in outputs.items()
     }
     return bare
+
+
+def shard_path(output: Path, index: int) -> Path:
+    """Where `spacy teacher-targets` writes its shard `index`."""
+    return output / f"{SHARD_PREFIX}{index:05d}.spacy"
+
+
+def is_targets_file(path: Path) -> bool:
+    """A file that `spacy teacher-targets` writes: teacher.json or a shard."""
+    return path.is_file() and (path.name == TEACHER_FILE or path.name.startswith(SHARD_PREFIX) and path.suffix == ".spacy")
 
 
 def write_shard(path: Path, docs: Iterable[Doc]) -> int:

@@ -17,7 +17,7 @@ from thinc.api import Adam, fix_random_seed
 
 from spacy_pytorch_shim.pipeline.distill import TARGETS
 from spacy_pytorch_shim.teacher_targets import (
-    distillation_corpus_v1, score_docs, stored_doc, teacher_components, write_shard, write_teacher_file,
+    distillation_corpus_v1, score_docs, shard_path, stored_doc, teacher_components, write_shard, write_teacher_file,
 )
 
 from pipeline.test_rehearse import DATA, SAMPLES, TINY_MODELS
@@ -51,7 +51,7 @@ def store(teacher_nlp, texts, out: Path, shard_size: int = 16) -> Path:
     for index, start in enumerate(range(0, len(docs), shard_size)):
         batch = docs[start : start + shard_size]
         stored = [stored_doc(doc, outputs) for doc, outputs in zip(batch, score_docs(teacher_nlp, batch, components))]
-        size += write_shard(out / f"targets-{index:05d}.spacy", stored)
+        size += write_shard(shard_path(out, index), stored)
     write_teacher_file(out, "teacher", teacher_nlp, components, len(docs), size)
     return out
 

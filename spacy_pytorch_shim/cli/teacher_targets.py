@@ -10,7 +10,15 @@ from spacy.cli._util import Arg, Opt, app, setup_gpu
 from wasabi import msg
 
 from ..annotate.inputs import InputError, find_input_files, plan_shards, read_shard
-from ..teacher_targets import TEACHER_FILE, score_docs, stored_doc, teacher_components, write_shard, write_teacher_file
+from ..teacher_targets import (
+    is_targets_file,
+    score_docs,
+    shard_path,
+    stored_doc,
+    teacher_components,
+    write_shard,
+    write_teacher_file,
+)
 from . import fail
 
 
@@ -80,7 +88,7 @@ def teacher_targets_cli(
         for start in range(0, len(docs), batch_size):
             batch = docs[start : start + batch_size]
             stored.extend(stored_doc(doc, outputs) for doc, outputs in zip(batch, score_docs(nlp, batch, scored)))
-        total_bytes += write_shard(output / f"targets-{shard.index:05d}.spacy", stored)
+        total_bytes += write_shard(shard_path(output, shard.index), stored)
         total_docs += len(stored)
         seconds = time.perf_counter() - started
         msg.text(
@@ -95,11 +103,6 @@ def teacher_targets_cli(
         f"Stored the outputs of {', '.join(scored)} for {total_docs:,} docs in {output}: "
         f"{_size(total_bytes)} ({per_doc:,.0f} bytes per doc)"
     )
-
-
-def is_targets_file(path: Path) -> bool:
-    """A file that `teacher-targets` writes: teacher.json or a shard."""
-    return path.is_file() and (path.name == TEACHER_FILE or path.name.startswith("targets-") and path.suffix == ".spacy")
 
 
 def _size(n_bytes: int) -> str:
