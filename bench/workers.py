@@ -148,6 +148,28 @@ def _passes_per_run(t_pass: float, a: dict) -> int:
     return max(1, min(100, math.ceil(a.get("min_run_s", 0.5) / max(t_pass, 1e-6))))
 
 
+def _encoder_precision(model: str, precision: Optional[str]) -> dict:
+    """Config overrides giving each HFEncoder of a saved pipeline `precision`
+    (none for None)."""
+    if precision is None:
+        return {}
+    from spacy.util import load_config
+
+    found = {}
+
+    def walk(node: Any, path: List[str]) -> None:
+        if isinstance(node, dict):
+            if node.get("@architectures") == "spacy-pytorch-shim.HFEncoder.v1":
+                found[".".join(path + ["mixed_precision"])] = precision
+            for key, value in node.items():
+                walk(value, path + [key])
+
+    walk(load_config(Path(model) / "config.cfg", interpolate=False), [])
+    if not found:
+        raise ValueError(f"{model}: no HFEncoder.v1 in its config.cfg")
+    return found
+
+
 def w_predict(a: dict) -> dict:
     """Loads a model, counts parameter bytes, times nlp.pipe on the test texts
     (warm-up, then median of N runs) and computes exclusive-class accuracy."""
@@ -156,7 +178,7 @@ def w_predict(a: dict) -> dict:
     from spacy.tokens import DocBin
 
     torch_threads = _set_torch_threads()
-    nlp = spacy.load(a["model"])
+    nlp = spacy.load(a["model"], config=_encoder_precision(a["model"], a.get("encoder_precision")))
     t_loaded = time.perf_counter()
     rss_after_load = vm_hwm_mb()
     gold = list(DocBin().from_disk(a["test"]).get_docs(nlp.vocab))

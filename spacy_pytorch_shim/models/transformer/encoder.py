@@ -12,12 +12,11 @@ from thinc.types import Floats2d
 from ..checks import check_size
 from ..torch_wrapper import forward as torch_wrapper_forward
 from .alignment import POOLINGS, align_pieces, pool_weights
-from .module import PooledEncoder
+from .module import PRECISIONS, PooledEncoder
 from .shim import HFShim, quiet, require_transformers, without_pooler
 from .windows import best_windows, group_windows, plan_windows
 
 ARCH = "spacy-pytorch-shim.HFEncoder.v1"
-PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Model types whose position ids start after the padding id (RoBERTa's scheme).
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert")
 
@@ -43,8 +42,9 @@ def build_hf_encoder(
     Documents longer than `window` pieces (default: the encoder's limit) run
     in windows every `stride` pieces (default 3/4 of the window), each token
     taking its vector from the window where it has the most context; windows
-    run in batches of at most `max_pieces` padded pieces. `mixed_precision`
-    (float16 with loss scaling, or bfloat16) applies on GPU only.
+    run in batches of at most `max_pieces` padded pieces. `mixed_precision`:
+    float16 (GPU only, with loss scaling), bfloat16 (GPU or CPU), or auto
+    (bfloat16 where the hardware computes it natively, else float32).
     `layer_decay` < 1 scales each layer's learn rate by that much more than
     the layer above (the embeddings lowest)."""
     check_size(ARCH, "width", width)
@@ -64,7 +64,7 @@ def build_hf_encoder(
         if window is not None and stride >= window:
             raise ValueError(f"{ARCH}: `stride` ({stride}) must be less than `window` ({window}) for windows to overlap")
     shim = HFShim(
-        PooledEncoder(autocast_dtype=PRECISIONS[mixed_precision]),
+        PooledEncoder(precision=mixed_precision),
         width=width,
         mixed_precision=mixed_precision == "float16", layer_decay=float(layer_decay)
     )

@@ -12,10 +12,10 @@ class PooledEncoder(nn.Module):
     piece row `rows[i]` (rows counted over all groups' flattened outputs).
     `transformer` is None until the encoder is loaded (`HFShim.set_transformer`)."""
 
-    def __init__(self, transformer: Optional[nn.Module] = None, autocast_dtype: Optional[torch.dtype] = None):
+    def __init__(self, transformer: Optional[nn.Module] = None, precision: str = "float32"):
         super().__init__()
         self.transformer = transformer
-        self.autocast_dtype = autocast_dtype
+        self.precision = precision
 
     def forward(
         self,
@@ -27,9 +27,8 @@ class PooledEncoder(nn.Module):
     ) -> torch.Tensor:
         width = self.transformer.config.hidden_size
         device = rows.device
-        autocast = torch.autocast(
-            device_type=device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None and device.type == "cuda"
-        )
+        dtype = autocast_dtype(self.precision, device)
+        autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
         with autocast:
             outputs = [
                 self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state.reshape(-1, width)
@@ -40,3 +39,32 @@ class PooledEncoder(nn.Module):
             return tokens
         pieces = torch.cat(outputs).float()
         return tokens.index_add(0, targets, pieces[rows] * weights.unsqueeze(1))
+
+
+
+PRECISIONS = ("float32", "float16", "bfloat16", "auto")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The dtype the encoder computes in (under autocast), None for float32.
+    float16 applies on a GPU only (the CPU's float16 kernels are slow
+    emulations); bfloat16 on a GPU or the CPU; "auto" is bfloat16 where the
+    device computes it natively (a GPU from Ampere on; a CPU with AVX512-BF16
+    or AMX), float32 elsewhere."""
+    if precision == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else None
+    if precision == "float16":
+        return torch.float16 if device.type == "cuda" else None
+    if precision == "bfloat16" and device.type in ("cuda", "cpu"):
+        return torch.bfloat16
+    return None
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` has bfloat16 arithmetic in hardware (torch's CPU
+    checks are private and newer than torch 2.1: missing means no)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        return any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False

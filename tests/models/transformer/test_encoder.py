@@ -11,6 +11,7 @@ import torch
 from thinc.api import set_dropout_rate
 
 from spacy_pytorch_shim.models.transformer import encoder as encoder_module
+from spacy_pytorch_shim.models.transformer import module as module_module
 from spacy_pytorch_shim.models.transformer.alignment import align_pieces
 from spacy_pytorch_shim.models.transformer.encoder import build_hf_encoder, piece_limit, special_ids
 from spacy_pytorch_shim.models.transformer.windows import best_windows, plan_windows
@@ -146,6 +147,29 @@ def test_prediction_runs_in_inference_mode_and_training_has_gradients(encoder_di
     assert all(g is not None for g in grads) and any(bool(g.abs().sum()) for g in grads)
 
 
+@pytest.mark.parametrize("precision,native,computes", [
+    ("float32", True, torch.float32), ("bfloat16", False, torch.bfloat16), ("auto", True, torch.bfloat16),
+    ("auto", False, torch.float32), ("float16", True, torch.float32),
+])
+def test_mixed_precision_on_the_cpu(precision, native, computes, encoder_dir, docs, monkeypatch):
+    """bfloat16 runs on the CPU too, "auto" where the hardware has it,
+    float16 on a GPU only; the token vectors and gradients stay float32."""
+    monkeypatch.setattr(module_module, "native_bfloat16", lambda device: native)
+    model = encoder(encoder_dir("bert"), mixed_precision=precision)
+    seen = []
+    layer = model.shims[0].module.transformer.encoder.layer[0].intermediate.dense
+    layer.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    reference = encoder(encoder_dir("bert")).predict(docs)
+    Y = model.predict(docs)
+    assert seen and set(seen) == {computes}
+    for y, ref in zip(Y, reference):
+        assert y.dtype == numpy.float32
+        numpy.testing.assert_allclose(y, ref, atol=0.1 if computes == torch.bfloat16 else 1e-6)
+    Y, backprop = model.begin_update(docs[:3])
+    backprop([numpy.ones_like(y) for y in Y])
+    assert {p.grad.dtype for p in model.shims[0].module.parameters()} == {torch.float32}
+
+
 def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(encoder_dir, docs):
     grads, forwards = [], []
     for checkpointing in (False, True):
@@ -172,7 +196,7 @@ def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(e
         ({"window": 8, "stride": 8}, "`stride` (8) must be less than `window` (8)"),
         ({"window": 1}, "`window` must be an integer >= 2, got 1"),
         ({"max_pieces": 0}, "`max_pieces` must be a positive integer, got 0"),
-        ({"mixed_precision": "fp8"}, "`mixed_precision` must be one of float32, float16, bfloat16, got 'fp8'"),
+        ({"mixed_precision": "fp8"}, "`mixed_precision` must be one of float32, float16, bfloat16, auto, got 'fp8'"),
         ({"layer_decay": 0}, "`layer_decay` must be a number in (0, 1], got 0"),
         ({"width": 0}, "`width` must be a positive integer, got 0"),
     ],
