@@ -14,7 +14,7 @@ from ..serialization import read_msgpack
 from ..weights import ModelLoadError, _anonymous_source, apply_module_state, module_to_bytes, read_module_state
 from ..torch_shim import TorchShim
 from .layer_decay import layer_decay_multipliers
-from .module import PooledEncoder
+from .module import PooledEncoder, autocast_dtype, bound_onednn_kernel_cache
 from .int8 import INT8, quantize_linears
 
 FORMAT = "spacy-pytorch-shim-hf/1"
@@ -86,6 +86,8 @@ class HFShim(TorchShim):
                 if isinstance(getattr(module, attr, None), torch.nn.Identity):
                     setattr(module, attr, torch.nn.Dropout(0.0))
         self._model.transformer = transformer.to(device)
+        if device.type == "cpu" and autocast_dtype(self._model.precision, device) is not None:
+            bound_onednn_kernel_cache()
         self.tokenizer = tokenizer
         self.quantization = quantization
         self.clear_caches()

@@ -2,6 +2,7 @@
 per spaCy token, the mean (or first/last) of exactly its pieces' vectors,
 long documents in windows, batches bounded by pieces, inference mode, and
 one-line errors for bad settings."""
+import os
 from typing import List
 
 import numpy
@@ -168,6 +169,21 @@ def test_mixed_precision_on_the_cpu(precision, native, computes, encoder_dir, do
     Y, backprop = model.begin_update(docs[:3])
     backprop([numpy.ones_like(y) for y in Y])
     assert {p.grad.dtype for p in model.shims[0].module.parameters()} == {torch.float32}
+
+
+def test_a_bfloat16_encoder_on_the_cpu_bounds_onednns_kernel_cache(encoder_dir, monkeypatch):
+    """oneDNN keeps a kernel per input shape: an encoder that computes in
+    bfloat16 on the CPU keeps few, unless the environment already says."""
+    variable = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+    monkeypatch.setattr(module_module, "native_bfloat16", lambda device: True)
+    monkeypatch.delenv(variable, raising=False)
+    encoder(encoder_dir("bert"))
+    assert variable not in os.environ
+    encoder(encoder_dir("bert"), mixed_precision="auto")
+    assert os.environ[variable] == module_module.ONEDNN_KERNELS_KEPT
+    monkeypatch.setenv(variable, "100")
+    encoder(encoder_dir("bert"), mixed_precision="bfloat16")
+    assert os.environ[variable] == "100"
 
 
 def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(encoder_dir, docs):
