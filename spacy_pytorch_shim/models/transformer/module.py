@@ -42,7 +42,6 @@ class PooledEncoder(nn.Module):
         return tokens.index_add(0, targets, pieces[rows] * weights.unsqueeze(1))
 
 
-
 PRECISIONS = ("float32", "float16", "bfloat16", "auto")
 
 

@@ -1,7 +1,7 @@
 """HFEncoder.v1 on tiny random encoders of seven architectures: one vector
 per spaCy token, the mean (or first/last) of exactly its pieces' vectors,
-long documents in windows, batches bounded by pieces, inference mode, and
-one-line errors for bad settings."""
+long documents in windows, batches bounded by pieces, inference mode,
+mixed precision, and one-line errors for bad settings."""
 import os
 from typing import List
 
