@@ -98,7 +98,6 @@ def score_unlabelled(ds: str, data: dict, teacher: dict, a: argparse.Namespace, 
     return dict(res, sha256=folder_sha256(targets))
 
 
-
 def student_config(task: str, out: Path, env: dict) -> Path:
     """Our efficiency preset for `task`, as `init torch-config --distill` writes it."""
     path = out / "configs" / f"student_{task}.cfg"

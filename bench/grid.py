@@ -37,7 +37,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from runner import child_env, qjoin, run_cmd, run_worker, tail
 
@@ -73,19 +73,24 @@ def set_path(config: Dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def find_tok2vecs(config: Dict[str, Any]) -> List[str]:
-    """Dotted paths of every torch tok2vec block (one with an encoder)."""
+def find_blocks(config: Dict[str, Any], match: Callable[[Dict[str, Any]], bool]) -> List[str]:
+    """Dotted paths of every block under [components] that `match`es."""
     found = []
 
     def walk(node: Any, path: List[str]) -> None:
         if isinstance(node, dict):
-            if node.get("@architectures") == TOK2VEC_ARCH and isinstance(node.get("encoder"), dict):
+            if match(node):
                 found.append(".".join(path))
             for key, value in node.items():
                 walk(value, path + [key])
 
     walk(config.get("components", {}), ["components"])
     return found
+
+
+def find_tok2vecs(config: Dict[str, Any]) -> List[str]:
+    """Dotted paths of every torch tok2vec block (one with an encoder)."""
+    return find_blocks(config, lambda node: node.get("@architectures") == TOK2VEC_ARCH and isinstance(node.get("encoder"), dict))
 
 
 def default_grid(config) -> str:

@@ -153,21 +153,13 @@ def _encoder_precision(model: str, precision: Optional[str]) -> dict:
     (none for None)."""
     if precision is None:
         return {}
-    from spacy.util import load_config
+    from grid import find_blocks, load_config
 
-    found = {}
-
-    def walk(node: Any, path: List[str]) -> None:
-        if isinstance(node, dict):
-            if node.get("@architectures") == "spacy-pytorch-shim.HFEncoder.v1":
-                found[".".join(path + ["mixed_precision"])] = precision
-            for key, value in node.items():
-                walk(value, path + [key])
-
-    walk(load_config(Path(model) / "config.cfg", interpolate=False), [])
-    if not found:
+    encoders = find_blocks(load_config(Path(model) / "config.cfg"),
+                           lambda node: node.get("@architectures") == "spacy-pytorch-shim.HFEncoder.v1")
+    if not encoders:
         raise ValueError(f"{model}: no HFEncoder.v1 in its config.cfg")
-    return found
+    return {f"{path}.mixed_precision": precision for path in encoders}
 
 
 def w_predict(a: dict) -> dict:
