@@ -156,9 +156,9 @@ def _encoder_precision(model: str, precision: Optional[str]) -> dict:
     from grid import find_blocks, load_config
 
     encoders = find_blocks(load_config(Path(model) / "config.cfg"),
-                           lambda node: node.get("@architectures") == "spacy-pytorch-shim.HFEncoder.v1")
+                           lambda node: str(node.get("@architectures")).startswith("spacy-pytorch-shim.HFEncoder."))
     if not encoders:
-        raise ValueError(f"{model}: no HFEncoder.v1 in its config.cfg")
+        raise ValueError(f"{model}: no HFEncoder in its config.cfg")
     return {f"{path}.mixed_precision": precision for path in encoders}
 
 

@@ -16,7 +16,7 @@ def quantize_encoder_cli(
     output: Path = Arg(..., help="Directory to save the int8 pipeline to"),
     # fmt: on
 ):
-    """Store the Hugging Face encoders (spacy-pytorch-shim.HFEncoder.v1) of a
+    """Store the Hugging Face encoders (spacy-pytorch-shim.HFEncoder) of a
     trained pipeline as int8 weights."""
     import spacy
 
@@ -28,7 +28,7 @@ def quantize_encoder_cli(
         fail(f"{pipeline}: cannot be loaded ({err})")
     count = quantize_pipeline(nlp)
     if not count:
-        fail(f"{pipeline}: has no Hugging Face encoder (spacy-pytorch-shim.HFEncoder.v1) to quantize")
+        fail(f"{pipeline}: has no Hugging Face encoder (spacy-pytorch-shim.HFEncoder) to quantize")
     nlp.to_disk(output)
     msg.good(f"Saved {output} with {count} encoder(s) in int8")
 

@@ -17,6 +17,7 @@ from .shim import HFShim, quiet, require_transformers, without_pooler
 from .windows import best_windows, group_windows, plan_windows
 
 ARCH = "spacy-pytorch-shim.HFEncoder.v1"
+ARCH_V2 = "spacy-pytorch-shim.HFEncoder.v2"
 # Model types whose position ids start after the padding id (RoBERTa's scheme).
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert")
 
@@ -46,27 +47,80 @@ def build_hf_encoder(
     float16 (GPU only, with loss scaling), bfloat16 (GPU or CPU), or auto
     (bfloat16 where the hardware computes it natively, else float32).
     `layer_decay` < 1 scales each layer's learn rate by that much more than
-    the layer above (the embeddings lowest)."""
-    check_size(ARCH, "width", width)
-    check_size(ARCH, "max_pieces", max_pieces)
+    the layer above (the embeddings lowest). The caller's dropout rate
+    reaches every dropout of the encoder."""
+    return _build_hf_encoder(
+        ARCH, name=name, width=width, pooling=pooling, window=window, stride=stride, max_pieces=max_pieces,
+        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, layer_decay=layer_decay,
+        attention_dropout=None,
+    )
+
+
+def build_hf_encoder_v2(
+    *,
+    name: str,
+    width: int,
+    pooling: str = "mean",
+    window: Optional[int] = None,
+    stride: Optional[int] = None,
+    max_pieces: int = 4096,
+    mixed_precision: str = "float32",
+    gradient_checkpointing: bool = False,
+    layer_decay: float = 1.0,
+    attention_dropout: Optional[float] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """"spacy-pytorch-shim.HFEncoder.v2": v1 with `attention_dropout`, a fixed
+    rate for the dropout on the attention probabilities (null: the caller's
+    rate, as v1). At 0, PyTorch's fused attention kernel can run on the CPU
+    (it has no dropout; with dropout attention takes the unfused path, which
+    holds every window's full attention matrix for the backward pass)."""
+    return _build_hf_encoder(
+        ARCH_V2, name=name, width=width, pooling=pooling, window=window, stride=stride, max_pieces=max_pieces,
+        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, layer_decay=layer_decay,
+        attention_dropout=attention_dropout,
+    )
+
+
+def _build_hf_encoder(
+    arch: str,
+    *,
+    name: str,
+    width: int,
+    pooling: str,
+    window: Optional[int],
+    stride: Optional[int],
+    max_pieces: int,
+    mixed_precision: str,
+    gradient_checkpointing: bool,
+    layer_decay: float,
+    attention_dropout: Optional[float],
+) -> Model[List[Doc], List[Floats2d]]:
+    check_size(arch, "width", width)
+    check_size(arch, "max_pieces", max_pieces)
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{ARCH}: `name` must be a model name or directory, got {name!r}")
+        raise ValueError(f"{arch}: `name` must be a model name or directory, got {name!r}")
     if pooling not in POOLINGS:
-        raise ValueError(f"{ARCH}: `pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        raise ValueError(f"{arch}: `pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     if mixed_precision not in PRECISIONS:
-        raise ValueError(f"{ARCH}: `mixed_precision` must be one of {', '.join(PRECISIONS)}, got {mixed_precision!r}")
+        raise ValueError(f"{arch}: `mixed_precision` must be one of {', '.join(PRECISIONS)}, got {mixed_precision!r}")
     if isinstance(layer_decay, bool) or not isinstance(layer_decay, (int, float)) or not 0 < layer_decay <= 1:
-        raise ValueError(f"{ARCH}: `layer_decay` must be a number in (0, 1], got {layer_decay!r}")
+        raise ValueError(f"{arch}: `layer_decay` must be a number in (0, 1], got {layer_decay!r}")
+    if attention_dropout is not None and (
+        isinstance(attention_dropout, bool) or not isinstance(attention_dropout, (int, float)) or not 0 <= attention_dropout < 1
+    ):
+        raise ValueError(f"{arch}: `attention_dropout` must be null or a number in [0, 1), got {attention_dropout!r}")
     if window is not None:
-        check_size(ARCH, "window", window, minimum=2)
+        check_size(arch, "window", window, minimum=2)
     if stride is not None:
-        check_size(ARCH, "stride", stride)
+        check_size(arch, "stride", stride)
         if window is not None and stride >= window:
-            raise ValueError(f"{ARCH}: `stride` ({stride}) must be less than `window` ({window}) for windows to overlap")
+            raise ValueError(f"{arch}: `stride` ({stride}) must be less than `window` ({window}) for windows to overlap")
     shim = HFShim(
         PooledEncoder(precision=mixed_precision),
         width=width,
-        mixed_precision=mixed_precision == "float16", layer_decay=float(layer_decay)
+        mixed_precision=mixed_precision == "float16",
+        layer_decay=float(layer_decay),
+        attention_dropout=None if attention_dropout is None else float(attention_dropout),
     )
     return Model(
         "hf_encoder",
@@ -79,6 +133,7 @@ def build_hf_encoder(
             "convert_outputs": convert_token_vectors,
             "dropout_rate": None,
             "output_dropout": False,
+            "arch": arch,
             "hf_name": name,
             "pooling": pooling,
             "window": window,
@@ -93,7 +148,7 @@ def init(model: Model, X: Any = None, Y: Any = None) -> None:
     """Read the encoder and its tokenizer with `from_pretrained`, once."""
     shim: HFShim = model.shims[0]
     if not shim.built:
-        transformer, tokenizer = load_pretrained(model.attrs["hf_name"])
+        transformer, tokenizer = load_pretrained(model.attrs["arch"], model.attrs["hf_name"])
         check_encoder(model, transformer, tokenizer)
         if model.attrs["gradient_checkpointing"]:
             enable_checkpointing(transformer)
@@ -111,7 +166,7 @@ def enable_checkpointing(transformer: torch.nn.Module) -> None:
         transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def load_pretrained(name: str) -> Tuple[torch.nn.Module, Any]:
+def load_pretrained(arch: str, name: str) -> Tuple[torch.nn.Module, Any]:
     AutoModel, AutoTokenizer = require_transformers("AutoModel", "AutoTokenizer")
 
     try:
@@ -120,28 +175,28 @@ def load_pretrained(name: str) -> Tuple[torch.nn.Module, Any]:
             transformer = without_pooler(AutoModel.from_pretrained(name))
     except Exception as err:  # OSError, ValueError, HTTP errors ... all mean the same here
         first = (str(err) or type(err).__name__).strip().splitlines()[0]
-        raise ValueError(f"{ARCH}: `name` {name!r} could not be loaded with from_pretrained: {first}") from None
+        raise ValueError(f"{arch}: `name` {name!r} could not be loaded with from_pretrained: {first}") from None
     return transformer, tokenizer
 
 
 def check_encoder(model: Model, transformer: torch.nn.Module, tokenizer: Any) -> None:
     """The settings that need the encoder: its width, a fast tokenizer, the window."""
-    name = model.attrs["hf_name"]
+    arch, name = model.attrs["arch"], model.attrs["hf_name"]
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
-            f"{ARCH}: `name` {name!r} has no fast tokenizer ({type(tokenizer).__name__}); "
+            f"{arch}: `name` {name!r} has no fast tokenizer ({type(tokenizer).__name__}); "
             f"token alignment needs the character offsets only fast tokenizers give"
         )
     hidden = getattr(transformer.config, "hidden_size", None)
     if hidden != model.get_dim("nO"):
-        raise ValueError(f"{ARCH}: `width` is {model.get_dim('nO')} but {name!r} has hidden size {hidden}; set width = {hidden}")
+        raise ValueError(f"{arch}: `width` is {model.get_dim('nO')} but {name!r} has hidden size {hidden}; set width = {hidden}")
     window = model.attrs["window"]
     limit = piece_limit(transformer, tokenizer)
     if window is not None and window > limit:
-        raise ValueError(f"{ARCH}: `window` ({window}) is more than {name!r} takes ({limit} pieces besides its special tokens)")
+        raise ValueError(f"{arch}: `window` ({window}) is more than {name!r} takes ({limit} pieces besides its special tokens)")
     stride = model.attrs["stride"]
     if window is None and stride is not None and stride >= limit:
-        raise ValueError(f"{ARCH}: `stride` ({stride}) must be less than the window, {name!r}'s limit of {limit} pieces")
+        raise ValueError(f"{arch}: `stride` ({stride}) must be less than the window, {name!r}'s limit of {limit} pieces")
 
 
 def piece_limit(transformer: torch.nn.Module, tokenizer: Any) -> int:
@@ -162,7 +217,7 @@ def special_ids(tokenizer: Any) -> Tuple[List[int], List[int]]:
     for i in range(len(full) - len(plain) + 1):
         if full[i : i + len(plain)] == plain:
             return full[:i], full[i + len(plain) :]
-    raise ValueError(f"{ARCH}: cannot find where the tokenizer puts its special tokens")
+    raise ValueError("The Hugging Face encoder's tokenizer: cannot find where it puts its special tokens")
 
 
 def convert_docs(model: Model, docs: List[Doc], is_train: bool) -> Tuple[ArgsKwargs, Callable]:
@@ -170,7 +225,7 @@ def convert_docs(model: Model, docs: List[Doc], is_train: bool) -> Tuple[ArgsKwa
     align pieces to tokens, cut windows, group them by padded pieces."""
     shim: HFShim = model.shims[0]
     if not shim.built:
-        raise ValueError(f"{ARCH}: the encoder {model.attrs['hf_name']!r} is not loaded: initialize the pipeline first")
+        raise ValueError(f"{model.attrs['arch']}: the encoder {model.attrs['hf_name']!r} is not loaded: initialize the pipeline first")
     tokenizer = shim.tokenizer
     window = model.attrs["window"] or piece_limit(shim.module.transformer, tokenizer)
     stride = model.attrs["stride"] or max(1, window * 3 // 4)

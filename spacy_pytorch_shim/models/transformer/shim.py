@@ -3,6 +3,7 @@ update, averages and dropout, plus saving the encoder's config, tokenizer
 files and weights together, and loading them with no network."""
 import contextlib
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -19,9 +20,12 @@ from .int8 import INT8, quantize_linears
 
 FORMAT = "spacy-pytorch-shim-hf/1"
 _KEYS = {"format", "config", "tokenizer", "weights", "quantization"}
-# Module attributes that hold a dropout probability as a float, passed to
-# scaled_dot_product_attention (ModernBERT's attention).
-FLOAT_DROPOUT_ATTRS = ("attention_dropout",)
+# Where the attention modules of encoder families keep the dropout on their
+# attention probabilities: a Dropout child of a module whose class name ends
+# with this (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, DeBERTa), or a float
+# attribute of this name passed to scaled_dot_product_attention (ModernBERT).
+SELF_ATTENTION_SUFFIX = "SelfAttention"
+FLOAT_ATTENTION_DROPOUT = "attention_dropout"
 # Module attributes that a family builds as nn.Identity when its config's
 # rate is 0 (ModernBERT's attention output dropout): a Dropout(0) in their
 # place lets the caller's rate reach them.
@@ -44,23 +48,37 @@ class HFShim(TorchShim):
         width: Optional[int] = None,
         mixed_precision: bool = False,
         layer_decay: float = 1.0,
+        attention_dropout: Optional[float] = None,
         device: Optional[torch.device] = None,
     ):
         super().__init__(module, mixed_precision=mixed_precision, device=device)
         self.width = width
         self.layer_decay = layer_decay
+        self.attention_dropout = attention_dropout
         self.tokenizer: Any = None
         self.quantization: Optional[str] = None
         self._when_built: List[Callable[[], None]] = []
 
     def _set_dropout(self, rate: float) -> None:
-        """TorchShim's, plus the attention dropout that some families keep as
-        a float attribute rather than a Dropout module (ModernBERT)."""
+        """TorchShim's, then the dropout on the attention probabilities: the
+        fixed `attention_dropout` if there is one, else the caller's rate
+        (also where a family keeps it as a float, not a Dropout module)."""
         super()._set_dropout(rate)
+        self._set_attention_dropout(rate if self.attention_dropout is None else self.attention_dropout)
+
+    def _set_attention_dropout(self, rate: float) -> int:
+        """Give the attention probabilities' dropouts `rate`; how many there are."""
+        found = 0
         for module in self._model.modules():
-            for attr in FLOAT_DROPOUT_ATTRS:
-                if isinstance(getattr(module, attr, None), float):
-                    setattr(module, attr, rate)
+            if isinstance(getattr(module, FLOAT_ATTENTION_DROPOUT, None), float):
+                setattr(module, FLOAT_ATTENTION_DROPOUT, rate)
+                found += 1
+            if type(module).__name__.endswith(SELF_ATTENTION_SUFFIX):
+                for child in module.children():
+                    if isinstance(child, torch.nn.Dropout):
+                        child.p = rate
+                        found += 1
+        return found
 
     @property
     def built(self) -> bool:
@@ -86,6 +104,11 @@ class HFShim(TorchShim):
                 if isinstance(getattr(module, attr, None), torch.nn.Identity):
                     setattr(module, attr, torch.nn.Dropout(0.0))
         self._model.transformer = transformer.to(device)
+        if self.attention_dropout is not None and not self._set_attention_dropout(self.attention_dropout):
+            warnings.warn(
+                f"attention_dropout = {self.attention_dropout} has no effect on this {type(transformer).__name__}: "
+                f"no dropout on its attention probabilities was found (the caller's rate reaches its other dropouts)"
+            )
         if device.type == "cpu" and autocast_dtype(self._model.precision, device) is not None:
             bound_onednn_kernel_cache()
         self.tokenizer = tokenizer

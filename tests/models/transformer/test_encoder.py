@@ -14,7 +14,7 @@ from thinc.api import set_dropout_rate
 from spacy_pytorch_shim.models.transformer import encoder as encoder_module
 from spacy_pytorch_shim.models.transformer import module as module_module
 from spacy_pytorch_shim.models.transformer.alignment import align_pieces
-from spacy_pytorch_shim.models.transformer.encoder import build_hf_encoder, piece_limit, special_ids
+from spacy_pytorch_shim.models.transformer.encoder import build_hf_encoder, build_hf_encoder_v2, piece_limit, special_ids
 from spacy_pytorch_shim.models.transformer.windows import best_windows, plan_windows
 
 from tiny_encoders import KINDS, WIDTH, sample_texts
@@ -224,6 +224,13 @@ def test_bad_settings_are_one_line_errors_at_build(settings, expected):
     assert "spacy-pytorch-shim.HFEncoder.v1" in str(err.value)
 
 
+@pytest.mark.parametrize("value", [1.0, -0.1, "0", True])
+def test_a_bad_attention_dropout_is_a_one_line_error_naming_v2(value):
+    with pytest.raises(ValueError) as err:
+        build_hf_encoder_v2(name="some/encoder", width=8, attention_dropout=value)
+    assert str(err.value) == f"spacy-pytorch-shim.HFEncoder.v2: `attention_dropout` must be null or a number in [0, 1), got {value!r}"
+
+
 def test_settings_that_need_the_encoder_are_one_line_errors_at_initialize(encoder_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cases = [
@@ -241,9 +248,9 @@ def test_settings_that_need_the_encoder_are_one_line_errors_at_initialize(encode
 
 
 def test_a_tokenizer_without_offsets_is_refused(encoder_dir, monkeypatch):
-    transformer, tokenizer = encoder_module.load_pretrained(str(encoder_dir("bert")))
+    transformer, tokenizer = encoder_module.load_pretrained(encoder_module.ARCH, str(encoder_dir("bert")))
     monkeypatch.setattr(type(tokenizer), "is_fast", property(lambda self: False))
-    monkeypatch.setattr(encoder_module, "load_pretrained", lambda name: (transformer, tokenizer))
+    monkeypatch.setattr(encoder_module, "load_pretrained", lambda arch, name: (transformer, tokenizer))
     model = build_hf_encoder(name="slow", width=WIDTH)
     with pytest.raises(ValueError, match="`name` 'slow' has no fast tokenizer"):
         model.initialize()

@@ -1,9 +1,10 @@
 """What the shim promises for every torch model, for a Hugging Face encoder
 in a torch component: averages really used, the caller's dropout rate in the
-encoder, the fused update, ParamGroups' freezing and learn rates (and layer
+encoder (or a fixed rate on the attention probabilities), the fused update, ParamGroups' freezing and learn rates (and layer
 decay), saving config + tokenizer + weights and loading them all or nothing
 with no network, and rehearsal."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from spacy.tokens import DocBin
 from spacy.training import Example
-from thinc.api import Adam, Config, fix_random_seed
+from thinc.api import Adam, Config, fix_random_seed, set_dropout_rate
 
 from spacy_pytorch_shim.models import optimizer as shim_optimizer
 from spacy_pytorch_shim.models import torch_shim
 from spacy_pytorch_shim.models.serialization import ModelLoadError
+from spacy_pytorch_shim.models.transformer import shim as hf_shim
+from spacy_pytorch_shim.models.transformer.encoder import build_hf_encoder_v2
 
 from tiny_encoders import DATA, WIDTH
 
@@ -113,6 +116,41 @@ def test_the_callers_dropout_rate_reaches_the_encoders_dropout(encoder_dir):
         first, _ = model.get_ref("tok2vec").begin_update(docs)
         second, _ = model.get_ref("tok2vec").begin_update(docs)
         assert numpy.allclose(first[0], second[0]) is same
+
+
+# The dropouts on the attention probabilities, found by their place in each
+# family's module tree; ModernBERT keeps its rate as a float attribute.
+ATTENTION_DROPOUT = {
+    "bert": r"\.attention\.self\.dropout$",
+    "distilbert": r"\.attention\.dropout$",
+    "deberta-v2": r"\.attention\.self\.(pos_)?dropout$",
+    "modernbert": None,
+}
+
+
+@pytest.mark.parametrize("kind", list(ATTENTION_DROPOUT))
+def test_a_fixed_attention_dropout_keeps_its_rate_and_the_other_dropouts_take_the_callers(encoder_dir, kind):
+    model = build_hf_encoder_v2(name=str(encoder_dir(kind)), width=WIDTH, attention_dropout=0.0)
+    model.initialize()
+    set_dropout_rate(model, 0.37)
+    model.begin_update([spacy.blank("en")("A short text to encode.")])
+    transformer = model.shims[0].module.transformer
+    dropouts = {name: m.p for name, m in transformer.named_modules() if isinstance(m, torch.nn.Dropout)}
+    if ATTENTION_DROPOUT[kind] is None:
+        floats = [m.attention_dropout for m in transformer.modules() if isinstance(getattr(m, "attention_dropout", None), float)]
+        assert floats and set(floats) == {0.0}
+        assert dropouts and set(dropouts.values()) == {0.37}
+    else:
+        attention = {name for name in dropouts if re.search(ATTENTION_DROPOUT[kind], name)}
+        assert attention and {dropouts[name] for name in attention} == {0.0}
+        assert len(dropouts) > len(attention) and {p for name, p in dropouts.items() if name not in attention} == {0.37}
+
+
+def test_an_attention_dropout_with_nothing_to_act_on_warns(encoder_dir, monkeypatch):
+    monkeypatch.setattr(hf_shim, "SELF_ATTENTION_SUFFIX", "NoSuchAttention")
+    model = build_hf_encoder_v2(name=str(encoder_dir("bert")), width=WIDTH, attention_dropout=0.0)
+    with pytest.warns(UserWarning, match="attention_dropout = 0.0 has no effect on this BertModel"):
+        model.initialize()
 
 
 def test_the_fused_update_equals_the_per_parameter_update(encoder_dir, monkeypatch):
