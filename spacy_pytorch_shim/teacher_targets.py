@@ -109,10 +109,10 @@ def write_shard(path: Path, docs: Iterable[Doc]) -> int:
     return path.stat().st_size
 
 
-def write_teacher_file(output: Path, teacher: str, nlp: Language, components: Dict[str, TorchLabelledPipe], docs: int, size: int) -> None:
-    """teacher.json, written last: a directory without it is an unfinished
-    run, which the reader refuses."""
-    info = {"format": FORMAT, "teacher": teacher, "components": teacher_description(nlp, components), "docs": docs, "bytes": size}
+def write_teacher_file(output: Path, teacher: str, description: Dict[str, Any], docs: int, size: int) -> None:
+    """teacher.json (`description`: `teacher_description`'s), written last:
+    a directory without it is an unfinished run, which the reader refuses."""
+    info = {"format": FORMAT, "teacher": teacher, "components": description, "docs": docs, "bytes": size}
     (output / TEACHER_FILE).write_text(json.dumps(info, indent=1), encoding="utf8")
 
 
@@ -196,4 +196,7 @@ def distillation_corpus_v1(
     return examples
 
 
-__all__ = ["distillation_corpus_v1", "read_teacher_file", "score_docs", "stored_doc", "teacher_components", "write_shard", "write_teacher_file"]
+__all__ = [
+    "distillation_corpus_v1", "read_teacher_file", "score_docs", "stored_doc", "teacher_components", "teacher_description",
+    "write_shard", "write_teacher_file",
+]

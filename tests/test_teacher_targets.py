@@ -17,7 +17,8 @@ from thinc.api import Adam, fix_random_seed
 
 from spacy_pytorch_shim.pipeline.distill import TARGETS
 from spacy_pytorch_shim.teacher_targets import (
-    distillation_corpus_v1, score_docs, shard_path, stored_doc, teacher_components, write_shard, write_teacher_file,
+    distillation_corpus_v1, score_docs, shard_path, stored_doc, teacher_components, teacher_description, write_shard,
+    write_teacher_file,
 )
 
 from pipeline.test_rehearse import DATA, SAMPLES, TINY_MODELS
@@ -52,7 +53,7 @@ def store(teacher_nlp, texts, out: Path, shard_size: int = 16) -> Path:
         batch = docs[start : start + shard_size]
         stored = [stored_doc(doc, outputs) for doc, outputs in zip(batch, score_docs(teacher_nlp, batch, components))]
         size += write_shard(shard_path(out, index), stored)
-    write_teacher_file(out, "teacher", teacher_nlp, components, len(docs), size)
+    write_teacher_file(out, "teacher", teacher_description(teacher_nlp, components), len(docs), size)
     return out
 
 

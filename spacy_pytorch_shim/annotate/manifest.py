@@ -142,13 +142,16 @@ class Manifest:
         same = {
             "pipeline": old["pipeline"].get("sha256") == self.header["pipeline"]["sha256"],
             "input": old["input"] == self.header["input"],
+            # Annotations (no key) or the teacher outputs of these components.
+            "teacher_targets": old.get("teacher_targets") == self.header.get("teacher_targets"),
         }
         for what, is_same in same.items():
             if not is_same:
+                describe = _describe_output if what == "teacher_targets" else _describe
                 raise OutputError(
-                    f"{self.output_dir}: holds shards of a different {what} "
-                    f"(recorded in {MANIFEST}: {_describe(old.get(what))}; this run: "
-                    f"{_describe(self.header.get(what))}). Use a new output directory, or delete "
+                    f"{self.output_dir}: holds shards of a different {'output' if what == 'teacher_targets' else what} "
+                    f"(recorded in {MANIFEST}: {describe(old.get(what))}; this run: "
+                    f"{describe(self.header.get(what))}). Use a new output directory, or delete "
                     "this one to start over."
                 )
 
@@ -284,6 +287,10 @@ def one_line(err: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _describe_output(teacher_targets: Optional[List[str]]) -> str:
+    return "annotations" if teacher_targets is None else f"the teacher outputs of {', '.join(teacher_targets)}"
 
 
 def _describe(value: Optional[Dict[str, Any]]) -> str:

@@ -8,7 +8,8 @@ survive Ray's object store, spaCy #13506), reads its shard from the input
 file, runs `nlp.pipe` and returns the shard as `DocBin` bytes. The driver
 streams the results back (`iter_rows`), writes each shard and records it in
 the manifest. Ray Data limits the shards in flight, so neither the driver nor
-a worker ever holds more than a few shards.
+a worker ever holds more than a few shards. `TargetsAnnotator` stores a
+teacher's outputs for distillation instead (`teacher_targets=True`).
 
 Ray restarts an actor whose process dies and runs its task again, up to
 `WORKER_RETRIES` times. `DeathNotes`, a small actor, keeps what each shard's
@@ -26,7 +27,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy
 
@@ -40,7 +41,7 @@ ON_ERROR = ("skip", "fail")
 OPTIONS = {
     "workers": "--workers", "shard_size": "--shard-size", "batch_size": "--batch-size",
     "threads_per_worker": "--threads-per-worker", "num_gpus": "--gpus-per-worker", "on_error": "--on-error",
-    "text_field": "--text-field", "address": "--address", "code_path": "--code",
+    "text_field": "--text-field", "address": "--address", "code_path": "--code", "components": "--components",
 }
 WORKER_RETRIES = 3  # restarts of an actor, and tries of a task, after a worker died
 MAX_TASKS = 10_000
@@ -190,19 +191,23 @@ class ShardAnnotator:
         return shard.index, doc_bin.to_bytes(), len(doc_bin), words, json.dumps(errors), "", ""
 
     def _pipe(self, shard: Shard, records: List[Record], errors: List[Dict[str, Any]]):
-        """The annotated docs of one batch. When the batch raises, each of its
+        """The output docs of one batch. When the batch raises, each of its
         documents again on its own, to find the ones that raise."""
         try:
-            return list(self.nlp.pipe((self._make_doc(shard, r) for r in records), batch_size=len(records)))
+            return self._process([self._make_doc(shard, r) for r in records])
         except Exception:
             pass
         docs = []
         for record in records:
             try:
-                docs.append(self.nlp(self._make_doc(shard, record)))
+                docs.extend(self._process([self._make_doc(shard, record)]))
             except Exception as err:
                 errors.append(_error(shard, record, f"{type(err).__name__}: {err}"))
         return docs
+
+    def _process(self, docs: List[Any]) -> List[Any]:
+        """What a batch of docs becomes in the output: annotated."""
+        return list(self.nlp.pipe(docs, batch_size=len(docs)))
 
     def _make_doc(self, shard: Shard, record: Record):
         doc = self.nlp.make_doc(record.text) if record.doc is None else record.doc.copy()
@@ -212,6 +217,28 @@ class ShardAnnotator:
         if record.fields:
             doc.user_data["fields"] = record.fields
         return doc
+
+
+class TargetsAnnotator(ShardAnnotator):
+    """The Ray Data callable class of `teacher_targets=True`: each doc
+    becomes its tokens and the scored components' outputs, as `spacy
+    teacher-targets` stores them; docs without tokens are left out."""
+
+    def __init__(self, *args: Any, components: List[str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if not self.fatal:
+            from ..teacher_targets import teacher_components
+
+            try:
+                self.scored = teacher_components(self.nlp, components)
+            except ValueError as err:
+                self.fatal = ("pipeline", f"the pipeline in a worker: {err}")
+
+    def _process(self, docs: List[Any]) -> List[Any]:
+        from ..teacher_targets import score_docs, stored_doc
+
+        docs = [doc for doc in docs if len(doc)]
+        return [stored_doc(doc, outputs) for doc, outputs in zip(docs, score_docs(self.nlp, docs, self.scored))]
 
 
 def annotate(
@@ -229,10 +256,16 @@ def annotate(
     threads_per_worker: int = 1,
     code_path: Optional[Union[str, Path]] = None,
     progress: bool = False,
+    teacher_targets: bool = False,
+    components: Optional[Sequence[str]] = None,
 ) -> AnnotateResult:
     """Annotate `inputs` (a `.jsonl`/`.txt`/`.spacy` file, a directory or a
     glob, or a list of those) with `pipeline` (a directory or an installed
     package) into `.spacy` shards in `output_dir`, on `workers` Ray actors.
+    With `teacher_targets`, store instead the outputs of the pipeline's torch
+    `components` (default: all) as `spacy teacher-targets` does, with its
+    teacher.json once every shard is done: a `targets_path` of
+    "spacy-pytorch-shim.DistillationCorpus.v1".
 
     Uses the Ray instance this process is connected to; otherwise joins the
     cluster at `address`, or starts a local instance (and stops what it
@@ -250,7 +283,9 @@ def annotate(
     _check("text_field", text_field, isinstance(text_field, str) and bool(text_field), "a field name (not empty)")
     _check("address", address, address is None or (isinstance(address, str) and bool(address)), "HOST:PORT or 'auto'")
     _check("code_path", code_path, code_path is None or Path(code_path).is_file(), "an existing Python file")
+    _check("components", components, components is None or teacher_targets, "none unless teacher_targets (--teacher-targets) is set")
     pipeline_path = resolve_pipeline(pipeline)
+    teacher = _teacher(pipeline_path, components, code_path) if teacher_targets else None
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"{output_dir}: exists and is not a directory")
@@ -259,6 +294,8 @@ def annotate(
         "pipeline": {"path": str(pipeline_path), "sha256": pipeline_fingerprint(pipeline_path)},
         "input": input_fingerprint(files, shard_size, text_field),
     }
+    if teacher is not None:
+        header["teacher_targets"] = list(teacher)
     shards = list(plan_shards(files, shard_size, text_field))
     manifest = Manifest.open(output_dir, header)
     pending = [s for s in shards if s.index not in manifest.entries]
@@ -267,10 +304,35 @@ def annotate(
         _run(pipeline_path, pending, manifest, result, workers=workers, batch_size=batch_size,
              text_field=text_field, on_error=on_error, address=address, num_gpus=num_gpus,
              threads=threads_per_worker, code_path=code_path, progress=progress,
-             total_docs=sum(s.count for s in shards))
+             total_docs=sum(s.count for s in shards), teacher=teacher)
     manifest.write_errors()
     result.errors = sum(len(entry.errors) for entry in manifest.entries.values())
+    if teacher is not None:
+        from ..teacher_targets import write_teacher_file
+
+        entries = manifest.entries.values()
+        size = sum((output_dir / entry.file).stat().st_size for entry in entries)
+        write_teacher_file(output_dir, str(pipeline), teacher, sum(entry.docs for entry in entries), size)
     return result
+
+
+def _teacher(pipeline_path: Path, components: Optional[Sequence[str]], code_path: Optional[Union[str, Path]]) -> Dict[str, Any]:
+    """teacher.json's description of the components whose outputs are
+    stored, read from the pipeline before any work (a bad name is an error)."""
+    import spacy
+
+    from ..teacher_targets import teacher_components, teacher_description
+
+    if code_path:
+        spacy.util.import_file("python_code", str(code_path))
+    try:
+        nlp = spacy.load(pipeline_path)
+    except Exception as err:
+        raise PipelineError(f"{pipeline_path}: cannot be loaded ({one_line(err)})") from None
+    try:
+        return teacher_description(nlp, teacher_components(nlp, None if components is None else list(components)))
+    except ValueError as err:
+        raise ValueError(f"components (--components): {err}") from None
 
 
 def _run(
@@ -289,6 +351,7 @@ def _run(
     code_path: Optional[Union[str, Path]],
     progress: bool,
     total_docs: int,
+    teacher: Optional[Dict[str, Any]],
 ) -> None:
     import json
 
@@ -320,8 +383,9 @@ def _run(
         blocks = min(len(pending), MAX_TASKS)
         dataset = ray.data.from_items([s.to_dict() for s in pending], override_num_blocks=blocks)
         dataset = dataset.map_batches(
-            ShardAnnotator,
+            ShardAnnotator if teacher is None else TargetsAnnotator,
             fn_constructor_kwargs={
+                **({} if teacher is None else {"components": list(teacher)}),
                 "pipeline": str(pipeline_path),
                 "text_field": text_field,
                 "batch_size": batch_size,

@@ -10,6 +10,7 @@ from wasabi import msg
 
 from ..annotate.run import INSTALL_HINT, AnnotationError, annotate
 from ..annotate.manifest import ERRORS, MANIFEST
+from ..teacher_targets import TEACHER_FILE
 from . import fail
 
 
@@ -29,11 +30,14 @@ def ray_annotate_cli(
     threads_per_worker: int = Opt(1, "--threads-per-worker", "-T", help="torch threads (and Ray CPUs) per actor"),
     code_path: Optional[Path] = Opt(None, "--code", "-c", help="Python file with additional code (registered functions), imported in every worker"),
     progress: bool = Opt(True, "--progress/--no-progress", help="Show a progress bar"),
+    teacher_targets: bool = Opt(False, "--teacher-targets", help="Store the outputs of the pipeline's torch components for distillation instead of annotations, as `spacy teacher-targets` does (docs/distillation.md)"),
+    components: Optional[str] = Opt(None, "--components", help="With --teacher-targets: comma-separated torch components to store the outputs of (default: all)"),
     # fmt: on
 ):
     """Annotate a corpus with a trained pipeline on Ray workers into .spacy
-    shards, exactly once and in input order. Rerun the same command to resume
-    an interrupted run. See docs/ray.md."""
+    shards, exactly once and in input order; or, with --teacher-targets,
+    store a teacher's outputs for distillation. Rerun the same command to
+    resume an interrupted run. See docs/ray.md."""
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -53,6 +57,8 @@ def ray_annotate_cli(
             threads_per_worker=threads_per_worker,
             code_path=code_path,
             progress=progress,
+            teacher_targets=teacher_targets,
+            components=None if components is None else [name.strip() for name in components.split(",") if name.strip()],
         )
     except (ValueError, AnnotationError, OSError) as err:
         # Every error the user can cause, as one line: a bad argument, input,
@@ -76,3 +82,5 @@ def ray_annotate_cli(
     if result.errors:
         msg.warn(f"{result.errors} documents made the pipeline raise: see {output_dir / ERRORS}")
     msg.good(f"{result.shards_total} shards in {output_dir} (index: {output_dir / MANIFEST})")
+    if teacher_targets:
+        msg.good(f"Teacher outputs for distillation: {output_dir / TEACHER_FILE} written; use {output_dir} as a targets_path")

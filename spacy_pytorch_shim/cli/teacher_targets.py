@@ -16,6 +16,7 @@ from ..teacher_targets import (
     shard_path,
     stored_doc,
     teacher_components,
+    teacher_description,
     write_shard,
     write_teacher_file,
 )
@@ -95,7 +96,7 @@ def teacher_targets_cli(
             f"shard {shard.index + 1}/{len(shards)}: {total_docs:,} docs scored, "
             f"{_size(total_bytes)}, {total_docs / seconds:,.0f} docs/s"
         )
-    write_teacher_file(output, teacher, nlp, scored, total_docs, total_bytes)
+    write_teacher_file(output, teacher, teacher_description(nlp, scored), total_docs, total_bytes)
     if skipped:
         msg.info(f"{skipped} documents without tokens were left out")
     per_doc = total_bytes / max(total_docs, 1)

@@ -2,19 +2,25 @@
 instance, joining a running one with --address, resuming after Ctrl-C and
 after the driver was killed part-way, a document that crashes its worker
 every time, bad input, arguments and output directories as one line, and a
-machine without the ray extra."""
+machine without the ray extra, and teacher outputs for distillation."""
 import json
 import signal
 import subprocess
 import sys
 import time
 
+import numpy
 import pytest
 import spacy
 from spacy.tokens import DocBin
 
-from ray_helpers import COMPONENTS, assert_same_annotations, read_output, run_spacy, write_jsonl
+from ray_helpers import COMPONENTS, ROOT, assert_same_annotations, read_output, run_spacy, write_jsonl
 from spacy_pytorch_shim.annotate import ERRORS, MANIFEST
+from spacy_pytorch_shim.annotate.manifest import iter_shard_paths
+from spacy_pytorch_shim.pipeline.distill import TARGETS
+from spacy_pytorch_shim.teacher_targets import (
+    OUTPUTS, TEACHER_FILE, distillation_corpus_v1, score_docs, teacher_components, teacher_description,
+)
 
 
 def flat(text: str) -> str:
@@ -102,6 +108,38 @@ def test_resume_after_ctrl_c_and_after_the_driver_was_killed(ray_address, pipeli
     assert_same_annotations(read_output(out, nlp.vocab), reference["ner"][:n_docs])
 
 
+def test_teacher_targets_on_ray_are_the_one_process_outputs_and_feed_distillation(ray_address, pipelines, texts, tmp_path):
+    """--teacher-targets stores what `spacy teacher-targets` would (the
+    outputs of score_docs in one process, float16), writes teacher.json, and
+    the directory is a DistillationCorpus.v1 targets_path; the same
+    directory cannot then be resumed as annotations."""
+    path = write_jsonl(tmp_path / "corpus.jsonl", texts["ner"][:50])
+    out = tmp_path / "targets"
+    args = ["ray-annotate", pipelines["ner"], path, out, "--address", ray_address, "--workers", "2", "--shard-size", "20", "--no-progress"]
+    result = run_spacy([*args, "--teacher-targets"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{out / TEACHER_FILE} written" in flat(result.stdout)
+    nlp = spacy.load(pipelines["ner"])
+    components = teacher_components(nlp)
+    expected = score_docs(nlp, [nlp.make_doc(text) for text in texts["ner"][:50]], components)
+    docs = [doc for shard in iter_shard_paths(out) for doc in DocBin().from_disk(shard).get_docs(nlp.vocab)]
+    assert [doc.text for doc in docs] == [nlp.make_doc(text).text for text in texts["ner"][:50]]
+    for doc, outputs in zip(docs, expected):
+        shape, data = doc.user_data[OUTPUTS]["torch_ner"]
+        stored = numpy.frombuffer(data, dtype=numpy.float16).reshape(shape)
+        numpy.testing.assert_allclose(stored, outputs["torch_ner"].astype(numpy.float16), rtol=2e-3, atol=1e-4)
+    info = json.loads((out / TEACHER_FILE).read_text())
+    assert info["components"] == teacher_description(nlp, components) and info["docs"] == 50
+    assert info["bytes"] == sum(shard.stat().st_size for shard in iter_shard_paths(out))
+    corpus = distillation_corpus_v1(ROOT / "data" / "btc-sample" / "train.spacy", out)
+    scored = [eg for eg, _ in zip(corpus(nlp), range(40)) if TARGETS in eg.reference.user_data]
+    assert scored and all(eg.reference.user_data[TARGETS].outputs["torch_ner"].shape[0] == len(eg.reference) for eg in scored)
+
+    again = run_spacy(args)
+    assert again.returncode == 1
+    assert "holds shards of a different output (recorded in manifest.jsonl: the teacher outputs of torch_ner; this run: annotations)" in flat(again.stdout)
+
+
 def test_bad_input_is_named_with_its_line(pipelines, tmp_path):
     path = tmp_path / "corpus.jsonl"
     path.write_text('{"text": "fine"}\n{"body": "no text"}\n', encoding="utf8")
@@ -168,7 +206,21 @@ def _bad_shard_size(tmp_path):
     return [tmp_path / "in.txt", tmp_path / "out", "--shard-size", "0"], "shard_size (--shard-size): 0 is not allowed; expected a whole number of at least 1"
 
 
-@pytest.mark.parametrize("make", [_undecodable_spacy, _damaged_manifest, _bad_shard_size])
+def _unknown_component(tmp_path):
+    (tmp_path / "in.txt").write_text("one\n", encoding="utf8")
+    return [tmp_path / "in.txt", tmp_path / "out", "--teacher-targets", "--components", "torch_ner,parser"], (
+        "components (--components): 'parser' is not a torch component of the teacher (its torch components: ['torch_ner'])"
+    )
+
+
+def _components_without_teacher_targets(tmp_path):
+    (tmp_path / "in.txt").write_text("one\n", encoding="utf8")
+    return [tmp_path / "in.txt", tmp_path / "out", "--components", "torch_ner"], (
+        "components (--components): ['torch_ner'] is not allowed; expected none unless teacher_targets (--teacher-targets) is set"
+    )
+
+
+@pytest.mark.parametrize("make", [_undecodable_spacy, _damaged_manifest, _bad_shard_size, _unknown_component, _components_without_teacher_targets])
 def test_user_errors_are_one_line_before_any_work(pipelines, tmp_path, make):
     args, message = make(tmp_path)
     result = run_spacy(["ray-annotate", pipelines["ner"], *args])
