@@ -22,7 +22,7 @@ Grid syntax: `key=v1,v2;key2=v1,v2` with config paths as in spaCy's
 (numbers, true/false, JSON). A key that ends in `.encoder` with the values
 `cnn` / `bilstm` replaces the whole encoder block (which no override can do):
 each run then gets a config of its own with
-`spacy-pytorch-shim.CNNEncoder.v1` or `spacy-pytorch-shim.BiLSTMEncoder.v1`,
+`spacy-pytorch-shim.CNNEncoder.v2` or `spacy-pytorch-shim.BiLSTMEncoder.v2`,
 whose `width` refers to the enclosing tok2vec's `width`, so the two always
 agree. The default grid is encoder {cnn, bilstm} x tok2vec width {64, 96} x
 training.dropout {0.1, 0.2} for the first torch tok2vec in the config.
@@ -42,10 +42,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from runner import child_env, qjoin, run_cmd, run_worker, tail
 
 ENCODERS = {
-    "cnn": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v1", "depth": 4, "window": 1, "dropout": 0.1},
-    "bilstm": {"@architectures": "spacy-pytorch-shim.BiLSTMEncoder.v1", "depth": 1, "dropout": 0.1},
+    "cnn": {"@architectures": "spacy-pytorch-shim.CNNEncoder.v2", "depth": 4, "window": 1},
+    "bilstm": {"@architectures": "spacy-pytorch-shim.BiLSTMEncoder.v2", "depth": 1},
 }
-TOK2VEC_ARCH = "spacy-pytorch-shim.TorchTok2Vec.v1"
+TOK2VEC_PREFIX = "spacy-pytorch-shim.TorchTok2Vec."  # any version
 
 def log(msg: str) -> None:
     print(f"[grid {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -90,13 +90,13 @@ def find_blocks(config: Dict[str, Any], match: Callable[[Dict[str, Any]], bool])
 
 def find_tok2vecs(config: Dict[str, Any]) -> List[str]:
     """Dotted paths of every torch tok2vec block (one with an encoder)."""
-    return find_blocks(config, lambda node: node.get("@architectures") == TOK2VEC_ARCH and isinstance(node.get("encoder"), dict))
+    return find_blocks(config, lambda node: str(node.get("@architectures")).startswith(TOK2VEC_PREFIX) and isinstance(node.get("encoder"), dict))
 
 
 def default_grid(config) -> str:
     tok2vecs = find_tok2vecs(config)
     if not tok2vecs:
-        raise SystemExit("no spacy-pytorch-shim.TorchTok2Vec.v1 block in the config: pass --grid")
+        raise SystemExit("no spacy-pytorch-shim.TorchTok2Vec block in the config: pass --grid")
     t = tok2vecs[0]
     return f"{t}.encoder=cnn,bilstm;{t}.width=64,96;training.dropout=0.1,0.2"
 
