@@ -2,7 +2,8 @@
 annotations as one-process `nlp.pipe` (NER and textcat), every input format,
 a worker killed mid-run, documents that raise (skip and fail), a rerun
 of a finished run that annotates nothing, an output directory inside the
-input directory, and a pipeline that workers cannot load."""
+input directory, a pipeline that workers cannot load, and the teacher
+targets' settings checked before any work."""
 import json
 import os
 import shutil
@@ -112,3 +113,17 @@ def test_a_pipeline_that_workers_cannot_load_is_named(ray_address, pipelines, te
     path = write_jsonl(tmp_path / "corpus.jsonl", texts["ner"][:2])
     with pytest.raises(PipelineError, match=r"pipeline: cannot be loaded in a worker \(\w+: "):
         annotate(tmp_path / "pipeline", path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"teacher_targets": True, "components": ["torch_ner", "parser"]},
+     "components (--components): 'parser' is not a torch component of the teacher (its torch components: ['torch_ner'])"),
+    ({"components": ["torch_ner"]},
+     "components (--components): ['torch_ner'] is not allowed; expected none unless teacher_targets (--teacher-targets) is set"),
+])
+def test_teacher_targets_settings_are_checked_before_any_work(pipelines, tmp_path, settings, message):
+    (tmp_path / "in.txt").write_text("one\n", encoding="utf8")
+    with pytest.raises(ValueError) as err:
+        annotate(pipelines["ner"], tmp_path / "in.txt", tmp_path / "out", **settings)
+    assert str(err.value) == message
+    assert not (tmp_path / "out").exists()
