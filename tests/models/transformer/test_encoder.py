@@ -186,6 +186,28 @@ def test_a_bfloat16_encoder_on_the_cpu_bounds_onednns_kernel_cache(encoder_dir, 
     assert os.environ[variable] == "100"
 
 
+def attention_kernels_run(run) -> dict:
+    """Which of torch's attention kernels on the CPU `run()` calls."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        run()
+    names = {event.name for event in profile.events()}
+    return {
+        "fused": "aten::_scaled_dot_product_flash_attention_for_cpu" in names,
+        "unfused": "aten::_scaled_dot_product_attention_math" in names,
+    }
+
+
+def test_training_on_short_windows_takes_the_unfused_attention_and_prediction_the_fused(encoder_dir, docs, monkeypatch):
+    pytest.importorskip("torch.nn.attention", reason="torch < 2.3 chooses the attention kernel itself")
+    model = build_hf_encoder_v2(name=str(encoder_dir("bert")), width=WIDTH, attention_dropout=0.0)
+    model.initialize()
+    set_dropout_rate(model, 0.1)
+    assert attention_kernels_run(lambda: model.begin_update(docs)) == {"fused": False, "unfused": True}
+    assert attention_kernels_run(lambda: model.predict(docs)) == {"fused": True, "unfused": False}
+    monkeypatch.setattr(module_module, "UNFUSED_TRAINING_MAX_PIECES", 4)  # every window is longer
+    assert attention_kernels_run(lambda: model.begin_update(docs)) == {"fused": True, "unfused": False}
+
+
 def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(encoder_dir, docs):
     grads, forwards = [], []
     for checkpointing in (False, True):
